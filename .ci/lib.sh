@@ -1,0 +1,56 @@
+# Shared helpers for the .ci/ stage scripts: cached tool installs, a throwaway PostgreSQL, logging.
+# Sourced, never executed. Tool caches live outside the checkout so a fresh clone reuses them.
+
+CI_CACHE="${SHIPSHAPE_CI_CACHE:-$HOME/.cache/shipshape-ci}"
+CI_VENV="$CI_CACHE/venv"
+mkdir -p "$CI_CACHE"
+export PATH="$CI_VENV/bin:$HOME/.cargo/bin:/usr/lib/postgresql/15/bin:$PATH"
+export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
+
+log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+_apt_updated=""
+# ensure_apt CMD PKG...: install Debian packages when CMD is not on PATH.
+ensure_apt() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  if [ -z "$_apt_updated" ]; then apt-get update -qq >/dev/null; _apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ensure_pip CMD SPEC...: install Python tools into the cached venv when CMD is missing.
+ensure_pip() {
+  local cmd=$1; shift
+  [ -x "$CI_VENV/bin/$cmd" ] && return 0
+  [ -x "$CI_VENV/bin/python" ] || python3 -m venv "$CI_VENV"
+  "$CI_VENV/bin/pip" install -q --disable-pip-version-check "$@"
+}
+
+# ensure_cargo CMD CRATE [ARGS...]: cargo install --locked when CMD is missing.
+ensure_cargo() {
+  local cmd=$1 crate=$2; shift 2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  cargo install --locked --quiet "$crate" "$@"
+}
+
+# start_postgres: start a throwaway PostgreSQL 15 cluster on a free loopback port, export
+# SHIPSHAPE_TEST_PG_URL (superuser URL; tests create their own databases) and stop it on exit.
+start_postgres() {
+  [ -n "${SHIPSHAPE_TEST_PG_URL:-}" ] && return 0
+  command -v initdb >/dev/null 2>&1 || ensure_apt initdb postgresql-15
+  local dir port user=""
+  dir=$(mktemp -d /tmp/shipshape-ci-pg.XXXXXX)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$dir"; user="runuser -u postgres --"
+  fi
+  $user initdb -D "$dir/data" -A trust -U postgres >/dev/null
+  $user pg_ctl -D "$dir/data" -l "$dir/log" -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" -w start >/dev/null
+  export SHIPSHAPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  export SHIPSHAPE_TEST_PG_DIR="$dir"
+  _pg_stop() { $user pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+  trap _pg_stop EXIT
+  log "PostgreSQL 15 at $SHIPSHAPE_TEST_PG_URL"
+}
