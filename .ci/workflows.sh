@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# .ci/workflows.sh: the GitHub Actions stage of .ci/run (issue 8).
+#
+# actionlint cannot be installed here, and GitHub cannot be reached, so this stage proves what can
+# be proved on this machine:
+#   static   yamllint, zizmor (offline, pedantic), checkov's github_actions framework, shellcheck
+#            on every run: block and every script, .github/scripts/check-workflows.py (SHA pins
+#            against ../shared/actions-pins.md, hardening, needs/steps references, flake outputs
+#            and dev-shell tools, repository paths, the dev overlay the deploy job assumes, the ZAP
+#            plan, the single coverage threshold), and a mutation test showing that checker fails
+#   runtime  the deploy job's scripts against the real binary on loopback: smoke.sh against one
+#            instance (SQLite), then a rolling restart under load of two instances sharing one
+#            PostgreSQL database behind HAProxy, with zero failed requests; plus negative
+#            controls proving the scripts do fail (a dead URL; a hard kill of every instance)
+# Environment: SHIPSHAPE_BIN to test a prebuilt binary instead of `cargo build -p shipshape`.
+set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+result() { # result NAME RC
+  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); printf 'ok   %s\n' "$1"
+  else failed=$((failed + 1)); printf 'FAIL %s (exit %s)\n' "$1" "$2"; fi
+}
+# indent: show a command's output without letting its own "N passed, N failed" line stand alone.
+indent() { sed 's/^/    | /'; }
+
+work=$(mktemp -d /tmp/shipshape-ci-workflows.XXXXXX)
+cluster=""
+pg_mine=""
+cleanup() {
+  local rc=$?
+  if [ -n "$cluster" ] && [ -f "$cluster/bin" ]; then .github/scripts/local-cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi
+  if [ -n "${single_pid:-}" ]; then kill "$single_pid" 2>/dev/null || true; fi
+  # Our own stop: lib.sh's _pg_stop reads start_postgres's locals, which are gone by exit time.
+  if [ -n "$pg_mine" ] && [ -d "$SHIPSHAPE_TEST_PG_DIR/data" ]; then
+    local as=()
+    if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+    "${as[@]}" pg_ctl -D "$SHIPSHAPE_TEST_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$SHIPSHAPE_TEST_PG_DIR"
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+log "workflows: tools"
+ensure_apt shellcheck shellcheck
+ensure_apt haproxy haproxy
+ensure_apt jq jq
+ensure_apt curl curl
+ensure_pip yamllint 'yamllint==1.38.0'
+ensure_pip zizmor 'zizmor==1.32.0'
+ensure_pip checkov 'checkov==3.3.30'
+printf '%s\n' "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(yamllint --version)," \
+  "$(zizmor --version), checkov $(checkov --version 2>/dev/null), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+
+# ---------------------------------------------------------------- static checks
+log "workflows: yamllint --strict .github/"
+rc=0; yamllint --strict -c .github/yamllint.yaml .github/ || rc=$?
+result "yamllint (.github/: workflows, dependabot, ZAP plan)" "$rc"
+
+log "workflows: zizmor --offline --pedantic"
+rc=0; zizmor --offline --pedantic --strict-collection .github/ || rc=$?
+result "zizmor --offline --pedantic: no findings" "$rc"
+# The auditor persona (false positives expected) is shown, not gated: it flags the custom
+# `nix develop` shell and secrets used without a deployment environment, both deliberate.
+auditor=$(zizmor --offline --persona auditor --format json .github/ 2>/dev/null \
+  | jq -r 'group_by(.ident) | map("\(.[0].ident)=\(length)") | join(" ")' || true)
+echo "zizmor auditor persona (informational): ${auditor:-none}"
+
+log "workflows: checkov --framework github_actions"
+rc=0
+checkov -d .github/workflows --framework github_actions --compact --quiet --skip-download >"$work/checkov.txt" 2>&1 || rc=$?
+grep -E 'Passed checks|Failed checks|Check:|FAILED' "$work/checkov.txt" || cat "$work/checkov.txt"
+result "checkov github_actions: no failed checks" "$rc"
+
+log "workflows: pins, hardening, references (check-workflows.py)"
+pins=../shared/actions-pins.md
+[ -f "$pins" ] || { echo "no $pins: vetted-pin comparison skipped"; pins=""; }
+rc=0
+"$CI_VENV/bin/python" .github/scripts/check-workflows.py --extract-run "$work/runs" ${pins:+--pins "$pins"} || rc=$?
+result "check-workflows.py (pins, hardening, flake outputs, paths, overlays, ZAP plan, coverage threshold)" "$rc"
+
+log "workflows: shellcheck on every run: block and script"
+run_blocks=("$work"/runs/*.sh)
+shell_files=("${run_blocks[@]}" .github/scripts/*.sh .ci/workflows.sh)
+rc=0; shellcheck -x "${shell_files[@]}" || rc=$?
+result "shellcheck: ${#shell_files[@]} files (${#run_blocks[@]} extracted run: blocks)" "$rc"
+
+log "workflows: the checker fails when it should (mutation test)"
+mut="$work/mutant"
+mkdir -p "$mut"
+cp -r .github .ci kustomize nix flake.nix "$mut"/
+mkdir -p "$mut/service" && cp service/Cargo.toml "$mut/service/"
+[ -f flake.lock ] && cp flake.lock "$mut"/
+[ -d .semgrep ] && cp -r .semgrep "$mut"/
+sed -i '0,/actions\/checkout@[0-9a-f]\{40\}/s//actions\/checkout@v7/' "$mut/.github/workflows/ci.yml"
+sed -i 's/kustomize\/overlays\/dev/kustomize\/overlays\/devx/' "$mut/.github/workflows/ci.yml"
+sed -i 's/\.#image/.#imagex/' "$mut/.github/workflows/ci.yml"
+rc=0
+"$CI_VENV/bin/python" "$mut/.github/scripts/check-workflows.py" ${pins:+--pins "$(realpath "$pins")"} >"$work/mutant.txt" 2>&1 || rc=$?
+mutant_ok=0
+for want in 'FAIL every uses:' 'FAIL repository paths' 'FAIL flake outputs'; do
+  grep -q "^$want" "$work/mutant.txt" || { echo "the mutant did not trip: $want"; mutant_ok=1; }
+done
+[ "$rc" -ne 0 ] || mutant_ok=1
+grep '^FAIL' "$work/mutant.txt" | cut -c1-160 | indent
+result "mutation test: tag pin, missing overlay path, unknown flake output are all caught" "$mutant_ok"
+
+# ---------------------------------------------------------------- runtime: the deploy job's scripts
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+if [ -n "${SHIPSHAPE_BIN:-}" ]; then
+  bin=$SHIPSHAPE_BIN
+else
+  log "workflows: cargo build -p shipshape"
+  cargo build -p shipshape --locked --quiet
+  bin=${CARGO_TARGET_DIR:-target}/debug/shipshape
+fi
+bin=$(realpath "$bin")
+[ -x "$bin" ] || die "no binary at $bin"
+"$bin" --version
+
+export SHIPSHAPE_LOG__FORMAT=json SHIPSHAPE_HTTP__DRAIN_DELAY=1s
+
+log "workflows: smoke.sh against one local instance (SQLite)"
+port=$(free_port)
+mkdir -p "$work/single"
+SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" SHIPSHAPE_DATABASE__URL="sqlite://$work/single/db.sqlite" \
+  "$bin" serve >"$work/single/log" 2>&1 &
+single_pid=$!
+rc=0; SMOKE_WAIT=30 timeout 60 .github/scripts/smoke.sh "http://127.0.0.1:$port" | tee "$work/smoke.txt" || rc=$?
+result "smoke.sh against http://127.0.0.1:$port: $(grep '^smoke:' "$work/smoke.txt" | cut -d' ' -f2-)" "$rc"
+kill -TERM "$single_pid"
+t0=$SECONDS
+rc=0; timeout 30 tail --pid="$single_pid" -f /dev/null || rc=$?
+wait "$single_pid" && exit_code=0 || exit_code=$?
+single_pid=""
+if [ "$rc" -eq 0 ] && [ "$exit_code" -eq 0 ]; then rc=0; else rc=1; fi
+result "the instance exited $exit_code $((SECONDS - t0))s after SIGTERM (drain_delay 1s)" "$rc"
+[ "$rc" -eq 0 ] || tail -n 20 "$work/single/log"
+
+log "workflows: negative control, smoke.sh against a port nobody listens on must fail"
+rc=0; SMOKE_WAIT=1 SMOKE_TIMEOUT=2 timeout 60 .github/scripts/smoke.sh "http://127.0.0.1:$(free_port)" >"$work/smoke-neg.txt" 2>&1 || rc=$?
+tail -n 1 "$work/smoke-neg.txt" | indent
+if [ "$rc" -ne 0 ]; then rc=0; else rc=1; fi
+result "smoke.sh fails against a dead URL" "$rc"
+
+log "workflows: rolling restart under load, 2 instances on one PostgreSQL database behind HAProxy"
+[ -n "${SHIPSHAPE_TEST_PG_URL:-}" ] || pg_mine=1 # stop it at exit only if this script started it
+start_postgres
+trap cleanup EXIT # start_postgres replaced our trap with its own
+db="shipshape_rr_$$"
+psql "$SHIPSHAPE_TEST_PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
+cluster="$work/cluster"
+rc=0
+lb=$(SHIPSHAPE_BIN="$bin" SHIPSHAPE_DATABASE__URL="${SHIPSHAPE_TEST_PG_URL%/*}/$db" \
+  timeout 90 .github/scripts/local-cluster.sh up "$cluster" | tail -n 1) || rc=$?
+result "local cluster up at ${lb:-?}" "$rc"
+if [ "$rc" -eq 0 ]; then
+  rc=0; timeout 60 .github/scripts/smoke.sh "$lb" | tee "$work/smoke-lb.txt" || rc=$?
+  result "smoke.sh through HAProxy: $(grep '^smoke:' "$work/smoke-lb.txt" | cut -d' ' -f2-)" "$rc"
+
+  rc=0
+  timeout 240 .github/scripts/rolling-restart.sh --url "$lb" --read-after-write --workers 4 \
+    --restart ".github/scripts/local-cluster.sh restart $cluster" | tee "$work/rr.txt" || rc=$?
+  result "rolling restart under load: $(grep '^rolling-restart:' "$work/rr.txt" | cut -d' ' -f2-); $(grep '^# total' "$work/rr.txt" | cut -c3-)" "$rc"
+
+  log "workflows: negative control, SIGKILL of both instances under load must show failed requests"
+  rc=0
+  timeout 120 .github/scripts/rolling-restart.sh --url "$lb" --read-after-write --workers 4 --warmup 1 --settle 1 \
+    --min-requests 1 --restart ".github/scripts/local-cluster.sh kill $cluster" >"$work/rr-neg.txt" 2>&1 || rc=$?
+  grep -E '^# total|^rolling-restart:' "$work/rr-neg.txt" | indent
+  neg_failed=$(sed -n 's/^rolling-restart: [0-9]* passed, \([0-9]*\) failed$/\1/p' "$work/rr-neg.txt")
+  if [ "$rc" -ne 0 ] && [ "${neg_failed:-0}" -gt 0 ]; then rc=0; else rc=1; fi
+  result "rolling-restart.sh detects an outage (${neg_failed:-0} failed requests when both instances are killed)" "$rc"
+
+  rc=0; timeout 90 .github/scripts/local-cluster.sh down "$cluster" || rc=$?
+  cluster=""
+  result "both instances exited 0 on SIGTERM" "$rc"
+fi
+
+echo "workflows: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
