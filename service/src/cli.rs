@@ -1,0 +1,38 @@
+//! Command line: `serve` (default), `migrate`, `healthcheck`, `config`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipshape",
+    version = crate::LONG_VERSION,
+    about = "Items REST service: JSON API on /v1/items, probes on /healthz and /readyz, metrics on /metrics",
+    after_help = "Configuration: defaults < TOML file ($SHIPSHAPE_CONFIG, else ./shipshape.toml if present) \
+                  < environment SHIPSHAPE_<SECTION>__<KEY> (e.g. SHIPSHAPE_DATABASE__URL). \
+                  Run `shipshape config` to see the effective values."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (default): applies migrations, serves until SIGTERM/SIGINT.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Exit 0 only if the service's /readyz answers 200 in time (for exec probes; no curl needed).
+    Healthcheck {
+        /// URL to check [default: http://127.0.0.1:<http.listen port>/readyz]
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print the effective configuration as TOML, secrets redacted.
+    Config,
+}

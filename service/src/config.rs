@@ -1,0 +1,377 @@
+//! Configuration: figment layering (defaults < TOML file < `SHIPSHAPE_*` env), validation, secrets.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Environment variable naming the TOML config file.
+pub const CONFIG_ENV: &str = "SHIPSHAPE_CONFIG";
+/// TOML file read when `SHIPSHAPE_CONFIG` is unset and the file exists.
+pub const DEFAULT_CONFIG_FILE: &str = "./shipshape.toml";
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "SHIPSHAPE_";
+
+/// The whole service configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+/// HTTP server: listeners, limits, timeouts and shutdown phases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the API listener.
+    pub listen: SocketAddr,
+    /// Optional separate listener for `/metrics` ("" = serve it on the API listener only).
+    #[serde(with = "opt_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Longest time a request may take before it is answered with 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest time a client may take to send the request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest accepted request body in bytes.
+    pub body_limit: usize,
+    /// Requests served at once; beyond this the service sheds load with 503.
+    pub max_concurrent_requests: usize,
+    /// After SIGTERM, keep serving (with `/readyz` = 503) this long so load balancers catch up.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// After the drain delay, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: None,
+            request_timeout: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_limit: 64 * 1024,
+            max_concurrent_requests: 512,
+            drain_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Storage: which database, and how the pool treats it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (default) or `postgres://user:pass@host:port/db`.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Server-side limit for one statement (PostgreSQL `statement_timeout`, SQLite busy timeout).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How long start-up keeps retrying to reach the database before giving up.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// How long `/readyz` waits for the database to answer.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://./data/shipshape.db"),
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Logging: output format and filter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directives, e.g. `info,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable, coloured when stdout is a terminal (local use).
+    Pretty,
+}
+
+/// A secret value: redacted in `Debug`, `Display` and serialisation.
+///
+/// In config it is either the value itself or `file:/path`, in which case the value is read
+/// from that file (trailing newline removed), as Kubernetes Secret volumes provide it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call sites are the few places that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Serialising is how figment layers defaults, so the real value must pass through;
+        // human output goes through `Config::redacted_toml` instead.
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.strip_prefix("file:") {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned())),
+                Err(e) => Err(serde::de::Error::custom(format!(
+                    "cannot read secret file {path}: {e}"
+                ))),
+            },
+            None => Ok(Secret(raw)),
+        }
+    }
+}
+
+mod opt_addr {
+    //! `""` means "off" for optional listener addresses, so env and TOML can switch them off.
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.trim().is_empty() {
+            return Ok(None);
+        }
+        raw.parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid socket address {raw:?}: {e}")))
+    }
+}
+
+/// A configuration problem, rendered as one line naming the key and where its value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Where configuration comes from; `Sources::from_env()` is what the binary uses.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// TOML file; `None` = no file.
+    pub file: Option<PathBuf>,
+    /// Whether the file must exist (true when named explicitly).
+    pub file_required: bool,
+}
+
+impl Sources {
+    /// The real process environment and the file named by `SHIPSHAPE_CONFIG` or `./shipshape.toml`.
+    pub fn from_env() -> Self {
+        match std::env::var(CONFIG_ENV) {
+            Ok(path) if !path.is_empty() => Self {
+                file: Some(path.into()),
+                file_required: true,
+            },
+            _ => Self {
+                file: Some(DEFAULT_CONFIG_FILE.into()),
+                file_required: false,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates the configuration from `sources`.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &sources.file {
+            if file.exists() {
+                figment = figment.merge(Toml::file_exact(file));
+            } else if sources.file_required {
+                return Err(ConfigError(format!(
+                    "config file {} (from {CONFIG_ENV}) does not exist",
+                    file.display()
+                )));
+            }
+        }
+        figment = figment.merge(env_provider());
+        let config: Config = figment.extract().map_err(|e| describe(&figment, e))?;
+        config.validate(&figment)?;
+        Ok(config)
+    }
+
+    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| -> ConfigError {
+            ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
+        };
+        let h = &self.http;
+        for (key, d) in [
+            ("http.request_timeout", h.request_timeout),
+            ("http.header_read_timeout", h.header_read_timeout),
+            ("http.idle_timeout", h.idle_timeout),
+            ("http.shutdown_grace", h.shutdown_grace),
+            ("database.acquire_timeout", self.database.acquire_timeout),
+            (
+                "database.statement_timeout",
+                self.database.statement_timeout,
+            ),
+            ("database.ready_timeout", self.database.ready_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&h.body_limit) {
+            return Err(bad(
+                "http.body_limit",
+                "must be between 1024 and 67108864 bytes".into(),
+            ));
+        }
+        if h.max_concurrent_requests == 0 {
+            return Err(bad(
+                "http.max_concurrent_requests",
+                "must be at least 1".into(),
+            ));
+        }
+        let db = &self.database;
+        if db.max_connections == 0 {
+            return Err(bad("database.max_connections", "must be at least 1".into()));
+        }
+        if db.min_connections > db.max_connections {
+            return Err(bad(
+                "database.min_connections",
+                "must not exceed database.max_connections".into(),
+            ));
+        }
+        if let Err(e) = crate::db::Backend::parse(db.url.expose()) {
+            return Err(bad("database.url", e.to_string()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(bad("log.level", format!("not a valid filter ({e})")));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with every secret redacted (`shipshape config`).
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = Secret::new(crate::db::redact_url(self.database.url.expose()));
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Names the source of `key`'s value: the TOML file, the env variable, or the defaults.
+fn source_of(figment: &Figment, key: &str) -> String {
+    match figment.find_metadata(key) {
+        Some(md) => match &md.source {
+            Some(_) if md.name.contains("environment") => {
+                format!(
+                    "(from env {ENV_PREFIX}{})",
+                    key.replace('.', "__").to_ascii_uppercase()
+                )
+            }
+            Some(src) => format!("(from {} {src})", md.name),
+            None => format!("(from {})", md.name),
+        },
+        None => "(default)".into(),
+    }
+}
+
+/// `SHIPSHAPE_*` variables with `__` for nesting. `SHIPSHAPE_CONFIG` names the file and
+/// `SHIPSHAPE_TEST_*` belong to the test suite, so neither is a config key.
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| key != "config" && !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .split("__")
+}
+
+fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
+    // figment may report several errors; the first is enough to act on.
+    let Some(first) = err.into_iter().next() else {
+        return ConfigError("unknown error".into());
+    };
+    let mut path = first.path.join(".");
+    if let figment::error::Kind::UnknownField(field, _) = &first.kind {
+        path = if path.is_empty() {
+            field.clone()
+        } else {
+            format!("{path}.{field}")
+        };
+    }
+    let source = match &first.metadata {
+        Some(md) if md.name.contains("environment") => format!(
+            "(from env {ENV_PREFIX}{})",
+            path.replace('.', "__").to_ascii_uppercase()
+        ),
+        Some(md) => match &md.source {
+            Some(src) => format!("(from {} {src})", md.name),
+            None => format!("(from {})", md.name),
+        },
+        None => source_of(figment, &path),
+    };
+    let what = match &first.kind {
+        figment::error::Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
+        kind => kind.to_string(),
+    };
+    ConfigError(format!("key `{path}` {source}: {what}"))
+}

@@ -1,0 +1,201 @@
+//! Middleware: request observation (trace context, log line, metrics), limits, error shaping.
+
+use std::{any::Any, net::SocketAddr, time::Instant};
+
+use axum::body::HttpBody;
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tracing::Instrument;
+
+use super::{
+    AppState,
+    trace::{TraceContext, parse_traceparent},
+};
+use crate::{error::ApiError, metrics::RequestLabels};
+
+pub static X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Longest `X-Request-Id` echoed back; longer or non-printable ones are ignored.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Outermost layer: continues or starts the trace, serves the request inside its span, then
+/// records metrics, emits one `request completed` log line and sets the trace headers.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let parent = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let ctx = TraceContext::new(parent);
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let path = req.uri().path().to_owned();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| v.len() <= MAX_REQUEST_ID && v.to_str().is_ok_and(|s| !s.is_empty()))
+        .cloned();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect::<String>())
+        .unwrap_or_default();
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let request_size = content_length(req.headers());
+
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %ctx.trace_id_hex(),
+        span_id = %ctx.span_id_hex(),
+        method = %method,
+        route = %route,
+    );
+    state.metrics.in_flight.inc();
+    let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
+    state.metrics.in_flight.dec();
+
+    let status = response.status();
+    let elapsed = start.elapsed();
+    let labels = RequestLabels {
+        method: method.to_owned(),
+        route,
+        status: status.as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+
+    let response_size = response.body().size_hint().exact().unwrap_or(0);
+    span.in_scope(|| {
+        tracing::info!(
+            path = %path,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_size,
+            response_size,
+            client = %client,
+            user_agent = %user_agent,
+            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            "request completed"
+        );
+    });
+
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ctx.trace_id_hex()) {
+        headers.insert(X_TRACE_ID.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
+        headers.insert(TRACEPARENT.clone(), v);
+    }
+    if let Some(id) = request_id {
+        headers.insert(X_REQUEST_ID.clone(), id);
+    }
+    response
+}
+
+/// API routes only: sheds load beyond `http.max_concurrent_requests` and cancels requests that
+/// run past `http.request_timeout`, both with 503 problem+json and `Retry-After`.
+pub async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
+        state.metrics.reject("load_shed");
+        return ApiError::Overloaded.into_response();
+    };
+    match tokio::time::timeout(state.config.http.request_timeout, next.run(req)).await {
+        Ok(response) => {
+            if response.status() == StatusCode::UNPROCESSABLE_ENTITY {
+                state.metrics.reject("validation");
+            }
+            response
+        }
+        Err(_) => {
+            state.metrics.reject("timeout");
+            ApiError::Timeout.into_response()
+        }
+    }
+}
+
+/// Gives responses that axum produces itself (405 with `Allow`, body-limit 413) a problem+json
+/// body; handler errors already have one.
+pub async fn problem_for_bare_errors(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(crate::error::PROBLEM_JSON.as_bytes())
+        });
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut problem = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(
+            "this method is not supported on this resource; the Allow header lists those that are"
+                .into(),
+        )
+        .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(state.config.http.body_limit).into_response()
+        }
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".into()).into_response(),
+        _ => return response,
+    };
+    if let Some(allow) = allow {
+        problem.headers_mut().insert(header::ALLOW, allow);
+    }
+    problem
+}
+
+/// A handler panicked: answer 500 problem+json (the panic itself is logged by the hook).
+pub fn panic_response(_err: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// Bounded method label: the standard methods, everything else `_OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+fn content_length(headers: &axum::http::HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

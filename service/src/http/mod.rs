@@ -1,0 +1,99 @@
+//! HTTP layer: application state, the router, and how requests flow through middleware.
+
+pub mod docs;
+pub mod extract;
+pub mod middleware;
+pub mod probes;
+pub mod server;
+pub mod trace;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use axum::{Router, extract::DefaultBodyLimit, routing::get};
+use tokio::sync::Semaphore;
+
+use crate::{config::Config, error::ApiError, items, items::store::ItemStore, metrics::Metrics};
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ItemStore>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    /// Permits for concurrently served API requests (load shedding beyond).
+    pub permits: Arc<Semaphore>,
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn ItemStore>, metrics: Arc<Metrics>, config: Arc<Config>) -> Self {
+        let permits = Arc::new(Semaphore::new(config.http.max_concurrent_requests));
+        Self {
+            store,
+            metrics,
+            config,
+            permits,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the instance as shutting down: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The whole application: API routes behind load shedding and timeouts, operational routes
+/// (probes, metrics, docs) always answered, everything observed and errors as problem+json.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/items", get(items::api::list).post(items::api::create))
+        .route(
+            "/v1/items/{id}",
+            get(items::api::get)
+                .put(items::api::replace)
+                .patch(items::api::patch)
+                .delete(items::api::delete),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::limits,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(probes::routes())
+        .merge(docs::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config.http.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::problem_for_bare_errors,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
+/// A separate router that serves only `/metrics` (for `http.metrics_listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(probes::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource".into())
+}

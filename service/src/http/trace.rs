@@ -1,0 +1,205 @@
+//! Trace context: W3C `traceparent` parsing, fresh ids, and the per-request task-local context.
+
+use std::fmt::Write as _;
+
+use uuid::Uuid;
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// The trace a request belongs to and the id of the server span that handles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The caller's span, when the request carried a valid `traceparent`.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub sampled: bool,
+}
+
+/// A parsed, valid `traceparent` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Continues `parent`'s trace with a new span, or starts a new sampled trace.
+    pub fn new(parent: Option<TraceParent>) -> Self {
+        let span = Uuid::new_v4().into_bytes();
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&span[..8]);
+        match parent {
+            Some(p) => Self {
+                trace_id: p.trace_id,
+                span_id,
+                parent_span_id: Some(p.parent_id),
+                sampled: p.flags & 1 == 1,
+            },
+            None => Self {
+                trace_id: Uuid::new_v4().into_bytes(),
+                span_id,
+                parent_span_id: None,
+                sampled: true,
+            },
+        }
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    pub fn span_id_hex(&self) -> String {
+        hex(&self.span_id)
+    }
+
+    /// The `traceparent` value naming this server span as the parent.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id_hex(),
+            self.span_id_hex(),
+            u8::from(self.sampled)
+        )
+    }
+
+    /// Runs `fut` with this context as the current one (see [`current_trace_id`]).
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        CURRENT.scope(self, fut).await
+    }
+}
+
+/// The trace id of the request being served by this task, if any.
+pub fn current_trace_id() -> Option<String> {
+    CURRENT.try_with(|c| c.trace_id_hex()).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses a W3C Trace Context `traceparent` header; anything invalid is `None`.
+///
+/// Version `00` must be exactly 55 characters; later versions may append `-` fields, which are
+/// ignored. Version `ff`, all-zero trace or parent ids and upper-case hex are invalid.
+pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
+    if value.len() < 55 || !value.is_ascii() {
+        return None;
+    }
+    let version = &value[0..2];
+    let v = lower_hex::<1>(version)?[0];
+    if v == 0xff
+        || (v == 0 && value.len() != 55)
+        || (value.len() > 55 && value.as_bytes()[55] != b'-')
+    {
+        return None;
+    }
+    let b = value.as_bytes();
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let trace_id = lower_hex::<16>(&value[3..35])?;
+    let parent_id = lower_hex::<8>(&value[36..52])?;
+    let flags = lower_hex::<1>(&value[53..55])?[0];
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some(TraceParent {
+        trace_id,
+        parent_id,
+        flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parses_the_spec_example() {
+        let p = parse_traceparent(VALID).unwrap();
+        assert_eq!(hex(&p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&p.parent_id), "00f067aa0ba902b7");
+        assert_eq!(p.flags, 1);
+        let ctx = TraceContext::new(Some(p));
+        assert_eq!(ctx.trace_id, p.trace_id);
+        assert!(
+            ctx.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        assert_eq!(
+            parse_traceparent(&ctx.traceparent()).unwrap().trace_id,
+            p.trace_id
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_headers() {
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // forbidden version
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", // v00 too long
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn new_traces_are_random_and_valid() {
+        let a = TraceContext::new(None);
+        let b = TraceContext::new(None);
+        assert_ne!(a.trace_id, b.trace_id);
+        assert!(parse_traceparent(&a.traceparent()).is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            let _ = parse_traceparent(&s);
+        }
+
+        #[test]
+        fn round_trips(trace in any::<[u8; 16]>(), parent in any::<[u8; 8]>(), flags in any::<u8>()) {
+            prop_assume!(trace != [0; 16] && parent != [0; 8]);
+            let header = format!("00-{}-{}-{:02x}", hex(&trace), hex(&parent), flags);
+            let p = parse_traceparent(&header).unwrap();
+            prop_assert_eq!((p.trace_id, p.parent_id, p.flags), (trace, parent, flags));
+        }
+    }
+}

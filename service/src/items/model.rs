@@ -1,0 +1,340 @@
+//! Item types, input normalisation and validation, and the exact price representation.
+
+use serde::{Deserialize, Serialize, Serializer};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use crate::error::FieldError;
+
+/// Largest accepted price (in currency units).
+pub const MAX_PRICE_CENTS: i64 = 100_000_000_000; // 1e9 units
+/// Largest accepted quantity: the largest integer every JSON client represents exactly.
+pub const MAX_QUANTITY: i64 = 9_007_199_254_740_991;
+pub const MAX_TAGS: usize = 10;
+
+/// A price held exactly as an integer number of cents, written to JSON as a decimal number
+/// (`1999` cents is `19.99`, never `19.989999`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Price(i64);
+
+impl Price {
+    pub fn from_cents(cents: i64) -> Self {
+        Self(cents)
+    }
+    pub fn cents(self) -> i64 {
+        self.0
+    }
+
+    /// The exact price a JSON number denotes, if it has at most two decimals.
+    ///
+    /// Rust prints an `f64` as the shortest decimal that reads back as the same value, which is
+    /// the literal the client wrote (for any literal of up to 15 significant digits).
+    pub fn from_decimal(value: f64) -> Option<Price> {
+        if !value.is_finite() {
+            return None;
+        }
+        let text = format!("{value}");
+        let decimals = text.split_once('.').map_or(0, |(_, frac)| frac.len());
+        if decimals > 2 {
+            return None;
+        }
+        let cents = (value * 100.0).round();
+        if cents.abs() > 1e15 {
+            return None;
+        }
+        Some(Price(cents as i64))
+    }
+
+    /// The price as the `f64` nearest to its decimal value, which serialises back to that decimal.
+    pub fn as_f64(self) -> f64 {
+        // Both operands are exact, and IEEE division rounds correctly, so this is the same
+        // double the decimal literal parses to.
+        self.0 as f64 / 100.0
+    }
+}
+
+impl Serialize for Price {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.as_f64())
+    }
+}
+
+/// A stored item, as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Item {
+    /// Server-assigned UUIDv7 (time-ordered).
+    #[schema(value_type = String, format = Uuid)]
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// Exact to the cent.
+    #[schema(value_type = f64, example = 19.99, minimum = 0.01, maximum = 1_000_000_000)]
+    pub price: Price,
+    #[schema(minimum = 0)]
+    pub quantity: i64,
+    pub tags: Vec<String>,
+    /// RFC 3339, UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// RFC 3339, UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    /// Incremented on every change; the `ETag` is derived from it.
+    #[schema(minimum = 1)]
+    pub version: i64,
+}
+
+impl Item {
+    /// The strong entity tag of this version of the item.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.version)
+    }
+
+    /// The writable fields, as a JSON merge patch (RFC 7396) is applied to them.
+    pub fn to_input_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "price": self.price,
+            "quantity": self.quantity,
+            "tags": self.tags,
+        })
+    }
+}
+
+/// The body of `POST /v1/items` and `PUT /v1/items/{id}`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInput {
+    /// Trimmed; 1 to 100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Espresso cup")]
+    #[validate(
+        length(
+            min = 1,
+            max = 100,
+            message = "must be 1 to 100 characters after trimming"
+        ),
+        custom(function = "no_control_chars")
+    )]
+    pub name: String,
+    /// Optional; up to 1000 characters.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    #[validate(
+        length(max = 1000, message = "must be at most 1000 characters"),
+        custom(function = "text_chars")
+    )]
+    pub description: Option<String>,
+    /// Greater than 0, at most 1e9, at most two decimals.
+    #[schema(example = 19.99, exclusive_minimum = 0, maximum = 1_000_000_000)]
+    #[validate(custom(function = "valid_price"))]
+    pub price: f64,
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, example = 3)]
+    #[validate(range(min = 0, max = MAX_QUANTITY, message = "must be an integer from 0 to 9007199254740991"))]
+    pub quantity: i64,
+    /// Up to 10 unique tags, each 1 to 32 characters of `a-z`, `0-9` and `-`.
+    #[serde(default)]
+    #[schema(max_items = 10, example = json!(["kitchen", "ceramic"]))]
+    #[validate(custom(function = "valid_tags"))]
+    pub tags: Vec<String>,
+}
+
+/// Validated, normalised item fields, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewItem {
+    pub name: String,
+    pub description: Option<String>,
+    pub price: Price,
+    pub quantity: i64,
+    pub tags: Vec<String>,
+}
+
+impl ItemInput {
+    /// Trims the name and checks every field, reporting all problems at once.
+    pub fn into_new_item(mut self) -> Result<NewItem, Vec<FieldError>> {
+        self.name = self.name.trim().to_owned();
+        self.validate().map_err(|e| flatten(&e))?;
+        let price = Price::from_decimal(self.price)
+            .ok_or_else(|| vec![FieldError::new("price", "invalid price")])?;
+        Ok(NewItem {
+            name: self.name,
+            description: self.description,
+            price,
+            quantity: self.quantity,
+            tags: self.tags,
+        })
+    }
+}
+
+fn no_control_chars(value: &str) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(err("must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn text_chars(value: &str) -> Result<(), ValidationError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(err(
+            "must not contain control characters other than newline and tab",
+        ));
+    }
+    Ok(())
+}
+
+fn valid_price(value: f64) -> Result<(), ValidationError> {
+    match Price::from_decimal(value) {
+        None => Err(err("must have at most two decimals")),
+        Some(p) if p.cents() <= 0 => Err(err("must be greater than 0")),
+        Some(p) if p.cents() > MAX_PRICE_CENTS => Err(err("must be at most 1000000000")),
+        Some(_) => Ok(()),
+    }
+}
+
+fn valid_tags(tags: &[String]) -> Result<(), ValidationError> {
+    if tags.len() > MAX_TAGS {
+        return Err(err("at most 10 tags"));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if !is_valid_tag(tag) {
+            return Err(err(&format!(
+                "tag {i} must be 1 to 32 characters of a-z, 0-9 and -"
+            )));
+        }
+        if tags[..i].contains(tag) {
+            return Err(err(&format!("tag {i} ({tag:?}) is a duplicate")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `tag` is 1 to 32 characters of `[a-z0-9-]`.
+pub fn is_valid_tag(tag: &str) -> bool {
+    (1..=32).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn err(message: &str) -> ValidationError {
+    ValidationError::new("invalid").with_message(message.to_owned().into())
+}
+
+/// validator's nested error map as a flat, sorted `{field, message}` list.
+fn flatten(errors: &ValidationErrors) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (field, kind) in errors.errors() {
+        if let ValidationErrorsKind::Field(list) = kind {
+            for e in list {
+                let message = e.message.as_deref().unwrap_or("is invalid").to_owned();
+                out.push(FieldError::new(field.to_string(), message));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn input(name: &str, price: f64) -> ItemInput {
+        ItemInput {
+            name: name.into(),
+            description: None,
+            price,
+            quantity: 1,
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn prices_are_exact() {
+        for (lit, cents) in [
+            ("19.99", 1999),
+            ("0.01", 1),
+            ("1000000000", 100_000_000_000),
+            ("0.1", 10),
+            ("123456.78", 12_345_678),
+        ] {
+            let v: f64 = lit.parse().unwrap();
+            let p = Price::from_decimal(v).unwrap();
+            assert_eq!(p.cents(), cents, "{lit}");
+            assert_eq!(
+                serde_json::to_string(&p).unwrap().trim_end_matches(".0"),
+                lit
+            );
+        }
+        assert!(Price::from_decimal(19.999).is_none());
+        assert!(Price::from_decimal(0.001).is_none());
+        assert!(Price::from_decimal(f64::NAN).is_none());
+        assert!(Price::from_decimal(1e300).is_none());
+    }
+
+    #[test]
+    fn trims_and_validates_name() {
+        assert_eq!(input("  cup  ", 1.0).into_new_item().unwrap().name, "cup");
+        let errs = input("   ", 1.0).into_new_item().unwrap_err();
+        assert_eq!(errs[0].field, "name");
+        assert!(input(&"x".repeat(100), 1.0).into_new_item().is_ok());
+        assert!(input(&"x".repeat(101), 1.0).into_new_item().is_err());
+        assert!(
+            input(&"é".repeat(100), 1.0).into_new_item().is_ok(),
+            "length counts characters"
+        );
+        assert!(input("a\u{0}b", 1.0).into_new_item().is_err());
+    }
+
+    #[test]
+    fn reports_every_invalid_field() {
+        let bad = ItemInput {
+            name: "".into(),
+            description: Some("d".repeat(1001)),
+            price: -1.0,
+            quantity: -1,
+            tags: vec!["UPPER".into()],
+        };
+        let fields: Vec<_> = bad
+            .into_new_item()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["description", "name", "price", "quantity", "tags"]);
+    }
+
+    #[test]
+    fn validates_tags() {
+        let mut i = input("a", 1.0);
+        i.tags = vec!["a".into(), "a".into()];
+        assert!(i.clone().into_new_item().is_err());
+        i.tags = (0..11).map(|n| format!("t{n}")).collect();
+        assert!(i.clone().into_new_item().is_err());
+        i.tags = vec!["ok-1".into(), "x".repeat(32)];
+        assert!(i.clone().into_new_item().is_ok());
+        i.tags = vec!["x".repeat(33)];
+        assert!(i.into_new_item().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_two_decimal_price_round_trips(cents in 1i64..=MAX_PRICE_CENTS) {
+            let text = format!("{}.{:02}", cents / 100, cents % 100);
+            let parsed: f64 = serde_json::from_str(&text).unwrap();
+            let price = Price::from_decimal(parsed).unwrap();
+            prop_assert_eq!(price.cents(), cents);
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&price).unwrap()).unwrap();
+            prop_assert_eq!(back, parsed);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Storage interface for items (`ItemStore`) with its SQLite and PostgreSQL backends.
+
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::model::{Item, NewItem};
+
+/// A POST's idempotency record: the key, a fingerprint of the request, the response to replay.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the normalised request body.
+    pub fingerprint: String,
+}
+
+/// What `create` did.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Item),
+    /// The key was seen before with the same request: the original response body.
+    Replayed {
+        item_id: Uuid,
+        body: String,
+    },
+    /// The key was seen before with a different request.
+    KeyReused,
+}
+
+/// What a conditional update or delete did.
+#[derive(Debug)]
+pub enum WriteOutcome<T> {
+    Done(T),
+    NotFound,
+    /// The item exists but its version is not the expected one.
+    VersionMismatch,
+}
+
+/// A page request: items with `id > after`, optionally filtered, in id order.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub after: Uuid,
+    pub limit: u32,
+    pub tag: Option<String>,
+    /// Lower-cased name substring.
+    pub name_contains: Option<String>,
+}
+
+/// Connection-pool figures for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the database is unreachable, overloaded or timed out (503, retry), as opposed to
+    /// a bug or corrupt data (500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
+                _ => false,
+            },
+            StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Database error codes that mean "busy or unreachable, retry", not "your request is wrong".
+fn unavailable_code(code: &str) -> bool {
+    if code.len() == 5 {
+        // PostgreSQL SQLSTATE: 57014 query_canceled (statement_timeout), class 08 connection
+        // exceptions, 57P0x shutting down / cannot connect now, class 53 insufficient resources.
+        return code == "57014"
+            || code.starts_with("08")
+            || code.starts_with("57P")
+            || code.starts_with("53");
+    }
+    // SQLite (extended) result codes: primary 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
+/// Everything the API needs from storage. Both backends pass the same test suite.
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    /// Inserts `item`; with `idempotency`, atomically records the key or replays the original.
+    async fn create(
+        &self,
+        item: &Item,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<CreateOutcome, StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError>;
+    /// Up to `limit` items after the cursor, in id order.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Item>, StoreError>;
+    /// Replaces the fields of `id`, bumping its version, if its version is `expected` (or any).
+    async fn update(
+        &self,
+        id: Uuid,
+        fields: &NewItem,
+        expected: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<WriteOutcome<Item>, StoreError>;
+    async fn delete(&self, id: Uuid, expected: Option<i64>)
+    -> Result<WriteOutcome<()>, StoreError>;
+    /// A round trip to the database (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes the pool, waiting for connections to be returned.
+    async fn close(&self);
+    /// Forgets idempotency keys recorded before `before`; returns how many.
+    async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    fn pool_stats(&self) -> PoolStats;
+    fn backend(&self) -> &'static str;
+}
+
+/// Timestamps are stored with microsecond precision on both backends.
+pub fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now)
+}

@@ -1,0 +1,190 @@
+//! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL.
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use shipshape::{
+    config::{Config, Secret},
+    db,
+    http::AppState,
+    items::store::ItemStore,
+    startup::Application,
+};
+use tokio::sync::oneshot;
+
+/// Which storage backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() {
+                   if $crate::common::pg::skip_without_postgres() { return; }
+                   super::$name($crate::common::Backend::Postgres).await
+               } )*
+        }
+    };
+}
+
+/// A running instance and an HTTP client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh, empty database URL for `backend` (plus the temp dir that holds a SQLite file).
+pub async fn database_url(backend: Backend) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/data/shipshape.db", dir.path().display()),
+        Backend::Postgres => pg::fresh_database().await,
+    };
+    (url, dir)
+}
+
+/// Test defaults: loopback ephemeral port, no drain delay, short timeouts.
+pub fn test_config(url: &str) -> Config {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().expect("addr");
+    c.http.drain_delay = Duration::ZERO;
+    c.http.shutdown_grace = Duration::from_secs(10);
+    c.database.url = Secret::new(url);
+    c.database.max_connections = 5;
+    c
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with a config tweak.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let (url, dir) = database_url(backend).await;
+        let mut config = test_config(&url);
+        tweak(&mut config);
+        let store = db::connect(&config.database).await.expect("connect");
+        Self::spawn_store(config, store, dir).await
+    }
+
+    /// Spawns over a given store (e.g. a wrapper that injects delays or failures).
+    pub async fn spawn_store(
+        config: Config,
+        store: Arc<dyn ItemStore>,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
+        let app = Application::with_store(config, store).await.expect("bind");
+        let base = format!("http://{}", app.addr());
+        let state = app.state();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            state,
+            stop: Some(stop),
+            done: Some(done),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_item(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/items"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /v1/items")
+    }
+
+    /// Creates a valid item and returns its JSON.
+    pub async fn create(&self, name: &str) -> Value {
+        let r = self.post_item(&item(name)).await;
+        assert_eq!(r.status(), 201, "create {name}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.done.take() {
+            Some(done) => done.await.expect("run task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts graceful shutdown without waiting; returns the join handle.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().expect("running")
+    }
+}
+
+/// A valid create body.
+pub fn item(name: &str) -> Value {
+    json!({"name": name, "description": "a test item", "price": 19.99, "quantity": 3, "tags": ["test", "kitchen"]})
+}
+
+/// Asserts a problem+json response with `status`, returns its body.
+pub async fn assert_problem(r: reqwest::Response, status: u16) -> Value {
+    assert_eq!(r.status(), status, "status");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/problem+json"),
+        "content type"
+    );
+    let trace = r
+        .headers()
+        .get("x-trace-id")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let body: Value = r.json().await.expect("problem json");
+    assert_eq!(body["status"], status, "{body}");
+    for key in ["type", "title", "detail"] {
+        assert!(body[key].is_string(), "problem has {key}: {body}");
+    }
+    assert_eq!(
+        body["trace_id"].as_str(),
+        trace.as_deref(),
+        "trace id in body = header"
+    );
+    body
+}
