@@ -12,7 +12,7 @@
 #            instance (SQLite), then a rolling restart under load of two instances sharing one
 #            PostgreSQL database behind HAProxy, with zero failed requests; plus negative
 #            controls proving the scripts do fail (a dead URL; a hard kill of every instance)
-# Environment: SHIPSHAPE_BIN to test a prebuilt binary instead of `cargo build -p shipshape`.
+# Environment: SERVICE_BIN to test a prebuilt binary instead of `cargo build -p shipshape`.
 set -euo pipefail
 # shellcheck source=.ci/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -113,8 +113,8 @@ result "mutation test: tag pin, missing overlay path, unknown flake output are a
 # ---------------------------------------------------------------- runtime: the deploy job's scripts
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-if [ -n "${SHIPSHAPE_BIN:-}" ]; then
-  bin=$SHIPSHAPE_BIN
+if [ -n "${SERVICE_BIN:-}" ]; then
+  bin=$SERVICE_BIN
 else
   log "workflows: cargo build -p shipshape"
   cargo build -p shipshape --locked --quiet
@@ -134,14 +134,19 @@ SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" SHIPSHAPE_DATABASE__URL="sqlite://$work
 single_pid=$!
 rc=0; SMOKE_WAIT=30 timeout 60 .github/scripts/smoke.sh "http://127.0.0.1:$port" | tee "$work/smoke.txt" || rc=$?
 result "smoke.sh against http://127.0.0.1:$port: $(grep '^smoke:' "$work/smoke.txt" | cut -d' ' -f2-)" "$rc"
-kill -TERM "$single_pid"
 t0=$SECONDS
-rc=0; timeout 30 tail --pid="$single_pid" -f /dev/null || rc=$?
-wait "$single_pid" && exit_code=0 || exit_code=$?
+if kill -TERM "$single_pid" 2>/dev/null; then
+  rc=0; timeout 30 tail --pid="$single_pid" -f /dev/null || rc=$?
+  wait "$single_pid" && exit_code=0 || exit_code=$?
+  if [ "$rc" -eq 0 ] && [ "$exit_code" -eq 0 ]; then rc=0; else rc=1; fi
+  result "the instance exited $exit_code $((SECONDS - t0))s after SIGTERM (drain_delay 1s)" "$rc"
+else
+  wait "$single_pid" && exit_code=0 || exit_code=$?
+  result "the instance was still running for SIGTERM (it had exited $exit_code)" 1
+  rc=1
+fi
 single_pid=""
-if [ "$rc" -eq 0 ] && [ "$exit_code" -eq 0 ]; then rc=0; else rc=1; fi
-result "the instance exited $exit_code $((SECONDS - t0))s after SIGTERM (drain_delay 1s)" "$rc"
-[ "$rc" -eq 0 ] || tail -n 20 "$work/single/log"
+[ "$rc" -eq 0 ] || { echo "instance log (last 20 lines):"; tail -n 20 "$work/single/log" | cut -c1-300 | indent; }
 
 log "workflows: negative control, smoke.sh against a port nobody listens on must fail"
 rc=0; SMOKE_WAIT=1 SMOKE_TIMEOUT=2 timeout 60 .github/scripts/smoke.sh "http://127.0.0.1:$(free_port)" >"$work/smoke-neg.txt" 2>&1 || rc=$?
@@ -157,7 +162,7 @@ db="shipshape_rr_$$"
 psql "$SHIPSHAPE_TEST_PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
 cluster="$work/cluster"
 rc=0
-lb=$(SHIPSHAPE_BIN="$bin" SHIPSHAPE_DATABASE__URL="${SHIPSHAPE_TEST_PG_URL%/*}/$db" \
+lb=$(SERVICE_BIN="$bin" SHIPSHAPE_DATABASE__URL="${SHIPSHAPE_TEST_PG_URL%/*}/$db" \
   timeout 90 .github/scripts/local-cluster.sh up "$cluster" | tail -n 1) || rc=$?
 result "local cluster up at ${lb:-?}" "$rc"
 if [ "$rc" -eq 0 ]; then

@@ -10,7 +10,7 @@
 #   local-cluster.sh down DIR      stop everything (graceful) and print how each instance exited
 #
 # Environment for `up`:
-#   SHIPSHAPE_BIN               the binary (default target/debug/shipshape)
+#   SERVICE_BIN               the binary (default target/debug/shipshape)
 #   SHIPSHAPE_DATABASE__URL     shared database for both instances (PostgreSQL); when unset each
 #                               instance gets its own SQLite file in DIR (availability only: an item
 #                               created on one instance is not visible on the other)
@@ -100,7 +100,7 @@ wait_ready() {
 
 case $cmd in
   up)
-    bin=${SHIPSHAPE_BIN:-target/debug/shipshape}
+    bin=${SERVICE_BIN:-target/debug/shipshape}
     bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
     [ -x "$bin" ] || { log "no binary at $bin"; exit 1; }
     command -v haproxy >/dev/null || { log "haproxy is not installed"; exit 1; }
