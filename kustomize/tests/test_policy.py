@@ -1,0 +1,321 @@
+"""Policy facts about the rendered manifests: Pod Security Standards `restricted` on every
+container, pinned images, resources, probes, rollout safety, scaling bounds, wiring."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from conftest import OVERLAYS, TARGETS, rendered
+from podsim import Pod, app_container, find, one, random_secret, resolve_container_port
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
+# Volume types the `restricted` profile allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def pod_specs(docs):
+    for d in docs:
+        if d["kind"] in WORKLOAD_KINDS:
+            spec = d["spec"]
+            if d["kind"] == "CronJob":
+                spec = spec["jobTemplate"]["spec"]
+            yield d, (spec["template"]["spec"] if d["kind"] != "Pod" else spec)
+
+
+def all_containers(spec):
+    return spec.get("initContainers", []) + spec["containers"] + spec.get("ephemeralContainers", [])
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_restricted_pod_security_on_every_container(target):
+    found = 0
+    for obj, spec in pod_specs(rendered(target)):
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        psc = spec.get("securityContext", {})
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert spec.get(key) in (None, False), f"{where}: {key}"
+        for v in spec.get("volumes", []):
+            kinds = set(v) - {"name"}
+            assert kinds <= RESTRICTED_VOLUMES, f"{where}: volume {v['name']} uses {kinds}"
+        assert psc.get("runAsUser", 0) != 0 and psc.get("runAsNonRoot") is True, where
+        for c in all_containers(spec):
+            found += 1
+            sc = c.get("securityContext", {})
+            eff = {**psc, **sc}
+            cw = f"{where} container {c['name']}"
+            assert eff.get("runAsNonRoot") is True, cw
+            assert eff.get("runAsUser") == 65532 and eff.get("runAsGroup") == 65532, cw
+            assert sc.get("allowPrivilegeEscalation") is False, cw
+            assert sc.get("privileged") in (None, False), cw
+            assert sc.get("readOnlyRootFilesystem") is True, cw
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), cw
+            assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, cw
+            assert eff.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), cw
+            assert sc.get("procMount") in (None, "Default"), cw
+            for p in c.get("ports", []):
+                assert "hostPort" not in p, cw
+    assert found >= 1
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_namespace_enforces_restricted(target):
+    docs = rendered(target)
+    ns = one(docs, "Namespace")
+    assert ns["metadata"]["name"] == {"dev": "shipshape-dev", "prod": "shipshape"}[target]
+    labels = ns["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == ns["metadata"]["name"], f"{d['kind']}/{d['metadata']['name']}"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_images_are_pinned_and_resources_set(target):
+    for obj, spec in pod_specs(rendered(target)):
+        for c in all_containers(spec):
+            image = c["image"]
+            name, _, digest = image.partition("@")
+            tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else None
+            assert digest or tag, f"{image}: no tag or digest"
+            assert tag != "latest", f"{image}: latest tag"
+            if digest:
+                assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), image
+            res = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    assert r in res.get(kind, {}), f"{c['name']}: resources.{kind}.{r} missing"
+
+
+def test_prod_image_is_pinned_by_digest_and_dev_uses_local_image():
+    prod = app_container(one(rendered("prod"), "Deployment"))
+    assert re.fullmatch(r"ghcr\.io/shipshape-dev/shipshape@sha256:[0-9a-f]{64}", prod["image"]), prod["image"]
+    dev = app_container(one(rendered("dev"), "Deployment"))
+    assert dev["image"] == "shipshape:dev" and dev["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_deployment_rollout_and_pod_settings(target):
+    docs = rendered(target)
+    d = one(docs, "Deployment", "shipshape")
+    spec = d["spec"]
+    ru = spec["strategy"]["rollingUpdate"]
+    assert spec["strategy"]["type"] == "RollingUpdate" and ru["maxUnavailable"] == 0 and ru["maxSurge"] == 1
+    assert spec["minReadySeconds"] > 0
+    assert spec["progressDeadlineSeconds"] > spec["minReadySeconds"]
+    assert 1 <= spec["revisionHistoryLimit"] <= 10
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    sa = one(docs, "ServiceAccount", pod["serviceAccountName"])
+    assert sa["automountServiceAccountToken"] is False
+    # /tmp: memory-backed emptyDir with a size limit
+    c = app_container(d)
+    tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+    vol = next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+    assert vol["emptyDir"]["medium"] == "Memory" and vol["emptyDir"]["sizeLimit"]
+    # spread over zones and nodes, this ReplicaSet's pods only
+    keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for t in pod["topologySpreadConstraints"]:
+        assert t["labelSelector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+        assert "pod-template-hash" in t.get("matchLabelKeys", [])
+    # recommended labels, scrape annotations
+    labels = spec["template"]["metadata"]["labels"]
+    for k in ("name", "instance", "component", "part-of", "managed-by"):
+        assert f"app.kubernetes.io/{k}" in labels
+    ann = spec["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+    assert int(ann["prometheus.io/port"]) == resolve_container_port(c, "http")
+    # the config file comes from the generated (hash-suffixed) ConfigMap
+    cfg_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/shipshape")
+    cm_name = next(v for v in pod["volumes"] if v["name"] == cfg_mount["name"])["configMap"]["name"]
+    assert re.fullmatch(r"shipshape-config-[a-z0-9]{10}", cm_name), cm_name
+    assert "shipshape.toml" in one(docs, "ConfigMap", cm_name)["data"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SHIPSHAPE_CONFIG"] == "/etc/shipshape/shipshape.toml"
+    assert "command" not in c and "args" not in c, "the image entrypoint is [shipshape, serve]"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_probes_are_http_on_declared_ports(target):
+    c = app_container(one(rendered(target), "Deployment"))
+    paths = {}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        p = c[probe]
+        assert set(p) & {"httpGet", "exec", "tcpSocket", "grpc"} == {"httpGet"}, probe
+        resolve_container_port(c, p["httpGet"]["port"])
+        paths[probe] = p["httpGet"]["path"]
+    assert paths == {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    assert "sleep" in c["lifecycle"]["preStop"], "preStop must be the sleep action (no shell in the image)"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_service_selects_the_pods_on_port_http(target):
+    docs = rendered(target)
+    svc = one(docs, "Service", "shipshape")
+    d = one(docs, "Deployment", "shipshape")
+    assert svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    http = [p for p in svc["spec"]["ports"] if p["name"] == "http"]
+    assert len(http) == 1
+    assert resolve_container_port(app_container(d), http[0]["targetPort"]) == 8080
+    expected = {"base": "ClusterIP", "prod": "ClusterIP", "dev": "NodePort"}[target]
+    assert svc["spec"].get("type", "ClusterIP") == expected
+    if target == "dev":
+        assert http[0]["nodePort"] == 30080
+
+
+def test_dev_is_single_replica_sqlite_on_emptydir():
+    d = one(rendered("dev"), "Deployment")
+    assert d["spec"]["replicas"] == 1
+    c = app_container(d)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SHIPSHAPE_DATABASE__URL"] == "sqlite:///data/shipshape.db"
+    assert env["SHIPSHAPE_LOG__LEVEL"].startswith("debug")
+    data = next(m for m in c["volumeMounts"] if m["mountPath"] == "/data")
+    vol = next(v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == data["name"])
+    assert "emptyDir" in vol and vol["emptyDir"]["sizeLimit"]
+    assert not find(rendered("dev"), "HorizontalPodAutoscaler")
+
+
+def test_prod_scaling_bounds_and_disruption_budget():
+    docs = rendered("prod")
+    d = one(docs, "Deployment")
+    assert "replicas" not in d["spec"], "the HPA owns the replica count"
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] == 10
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shipshape"}
+    resources = {m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"}
+    assert resources == {"cpu", "memory"}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    assert pdb["spec"].get("maxUnavailable") == 1
+    # the database can take every pod's pool at the HPA's maximum
+    cluster = one(docs, "Cluster")
+    assert cluster["spec"]["instances"] == 3
+    toml = tomllib.loads(one(docs, "ConfigMap", next(
+        v["configMap"]["name"] for v in d["spec"]["template"]["spec"]["volumes"] if "configMap" in v))["data"]["shipshape.toml"])
+    assert int(cluster["spec"]["postgresql"]["parameters"]["max_connections"]) >= \
+        hpa["spec"]["maxReplicas"] * toml["database"]["max_connections"] + 20
+
+
+def test_prod_network_policy_default_deny_and_narrow_allows():
+    docs = rendered("prod")
+    pods = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pols = find(docs, "NetworkPolicy")
+    for p in pols:
+        assert p["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+    deny = one(docs, "NetworkPolicy", "shipshape-default-deny")
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    ingress = [r for p in pols for r in p["spec"].get("ingress", [])]
+    assert {n["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for r in ingress for n in r["from"]} \
+        == {"ingress-nginx", "monitoring"}
+    assert all(port["port"] == "http" for r in ingress for port in r["ports"])
+    egress_ports = {(port["protocol"], port["port"]) for p in pols for r in p["spec"].get("egress", []) for port in r["ports"]}
+    assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 5432)}
+    pg = one(docs, "NetworkPolicy", "shipshape-allow-egress-postgres")
+    assert pg["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"] == {
+        "cnpg.io/cluster": one(docs, "Cluster")["metadata"]["name"]}
+
+
+def test_prod_database_url_and_auth_secret_are_file_mounts():
+    docs = rendered("prod")
+    d = one(docs, "Deployment")
+    c = app_container(d)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SHIPSHAPE_DATABASE__URL"]["value"] == "file:/var/run/secrets/shipshape/db/uri"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    db = vols[mounts["/var/run/secrets/shipshape/db"]["name"]]["secret"]
+    cluster = one(docs, "Cluster")["metadata"]["name"]
+    assert db["secretName"] == f"{cluster}-app" and db["items"] == [{"key": "uri", "path": "uri"}]
+    auth = vols[mounts["/var/run/secrets/shipshape/auth"]["name"]]["secret"]
+    assert auth["secretName"] == "shipshape-auth" and auth["items"][0]["key"] == "hs256-secret"
+    for m in ("/var/run/secrets/shipshape/db", "/var/run/secrets/shipshape/auth"):
+        assert mounts[m]["readOnly"] is True
+    assert not any(e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"]), "secrets as files, not env"
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_no_auth_keys_before_issue_4(target):
+    """The binary rejects unknown keys: no [auth] may reach it until issue 4 lands."""
+    docs = rendered(target)
+    for cm in find(docs, "ConfigMap"):
+        if "shipshape.toml" in cm.get("data", {}):
+            assert "auth" not in tomllib.loads(cm["data"]["shipshape.toml"])
+    for e in app_container(one(docs, "Deployment"))["env"]:
+        assert not e["name"].startswith(("SHIPSHAPE_AUTH", "SHIPSHAPE_TELEMETRY")), e["name"]
+
+
+def test_servicemonitor_scrapes_port_http_metrics():
+    docs = rendered("prod")
+    sm = one(docs, "ServiceMonitor")
+    ep = sm["spec"]["endpoints"]
+    assert len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics"
+    svc = one(docs, "Service", "shipshape")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= one(docs, "Cluster")["metadata"]["labels"].items()
+
+
+# ---- checks that need the binary: the app's effective config decides the grace period -----
+
+def humantime(s: str) -> float:
+    total = 0.0
+    units = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "us": 1e-6, "ns": 1e-9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", s)
+    assert parts and "".join(f"{n}{u}" for n, u in parts) == s.replace(" ", ""), s
+    for n, u in parts:
+        total += float(n) * units[u]
+    return total
+
+
+def effective_config(target, binary):
+    secrets = {("shipshape-db-app", "uri"): "postgresql://u:p@127.0.0.1:5432/db",
+               ("shipshape-auth", "hs256-secret"): random_secret()}
+    pod = Pod.prepare(rendered(target), binary, secrets)
+    try:
+        r = pod.run("config")
+        assert r.returncode == 0, f"shipshape config failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return tomllib.loads(r.stdout), pod.deploy
+    finally:
+        pod.cleanup()
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_grace_period_covers_prestop_drain_and_grace(target, binary):
+    cfg, deploy = effective_config(target, binary)
+    spec = deploy["spec"]["template"]["spec"]
+    c = app_container(deploy)
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = humantime(cfg["http"]["drain_delay"])
+    grace = humantime(cfg["http"]["shutdown_grace"])
+    need = pre_stop + drain + grace
+    print(f"{target}: preStop {pre_stop}s + drain_delay {drain}s + shutdown_grace {grace}s = {need}s "
+          f"<= terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']}s")
+    assert spec["terminationGracePeriodSeconds"] >= need
+    # the startup probe outlasts the database retry window
+    sp = c["startupProbe"]
+    assert sp["periodSeconds"] * sp["failureThreshold"] >= humantime(cfg["database"]["startup_timeout"])
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_effective_config_is_what_the_overlay_means(target, binary):
+    cfg, _ = effective_config(target, binary)
+    assert cfg["http"]["listen"].startswith("127.0.0.1:")  # remapped by the harness, see podsim
+    assert cfg["log"]["format"] == "json"
+    url = cfg["database"]["url"]
+    assert "p@" not in url, "the password must be redacted in `shipshape config`"
+    if target == "dev":
+        assert cfg["log"]["level"].startswith("debug")
+        assert url.startswith("sqlite://") and url.endswith("/data/shipshape.db")
+    else:
+        assert cfg["log"]["level"] == "info"
