@@ -3,7 +3,8 @@
 #
 # actionlint cannot be installed here, and GitHub cannot be reached, so this stage proves what can
 # be proved on this machine:
-#   static   yamllint, zizmor (offline, pedantic), checkov's github_actions framework, shellcheck
+#   static   yamllint, the SchemaStore JSON schemas for workflows and dependabot.yml,
+#            zizmor (offline, pedantic), checkov's github_actions framework, shellcheck
 #            on every run: block and every script, .github/scripts/check-workflows.py (SHA pins
 #            against ../shared/actions-pins.md, hardening, needs/steps references, flake outputs
 #            and dev-shell tools, repository paths, the dev overlay the deploy job assumes, the ZAP
@@ -54,6 +55,13 @@ ensure_apt curl curl
 ensure_pip yamllint 'yamllint==1.38.0'
 ensure_pip zizmor 'zizmor==1.32.0'
 ensure_pip checkov 'checkov==3.3.30'
+# check-jsonschema pins click/packaging versions that clash with semgrep and checkov in the
+# shared venv, so it gets a venv of its own.
+wf_venv="$CI_CACHE/venv-workflows"
+if [ ! -x "$wf_venv/bin/check-jsonschema" ]; then
+  python3 -m venv "$wf_venv"
+  "$wf_venv/bin/pip" install -q --disable-pip-version-check 'check-jsonschema==0.39.0'
+fi
 printf '%s\n' "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(yamllint --version)," \
   "$(zizmor --version), checkov $(checkov --version 2>/dev/null), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
 
@@ -61,6 +69,12 @@ printf '%s\n' "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(
 log "workflows: yamllint --strict .github/"
 rc=0; yamllint --strict -c .github/yamllint.yaml .github/ || rc=$?
 result "yamllint (.github/: workflows, dependabot, ZAP plan)" "$rc"
+
+log "workflows: JSON schemas (SchemaStore, vendored in check-jsonschema)"
+rc=0
+"$wf_venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml || rc=$?
+"$wf_venv/bin/check-jsonschema" --builtin-schema vendor.dependabot .github/dependabot.yml || rc=$?
+result "workflow and dependabot files match their JSON schemas" "$rc"
 
 log "workflows: zizmor --offline --pedantic"
 rc=0; zizmor --offline --pedantic --strict-collection .github/ || rc=$?
