@@ -322,14 +322,18 @@ impl Config {
 
 /// Names the source of `key`'s value: the TOML file, the env variable, or the defaults.
 fn source_of(figment: &Figment, key: &str) -> String {
-    match figment.find_metadata(key) {
+    describe_source(figment.find_metadata(key), key)
+}
+
+/// "(from env SHIPSHAPE_A__B)", "(from TOML file /path)" or "(default)".
+fn describe_source(metadata: Option<&figment::Metadata>, key: &str) -> String {
+    match metadata {
+        Some(md) if md.name.contains("environment") => format!(
+            "(from env {ENV_PREFIX}{})",
+            key.replace('.', "__").to_ascii_uppercase()
+        ),
+        Some(md) if matches!(md.source, Some(figment::Source::Code(_))) => "(default)".into(),
         Some(md) => match &md.source {
-            Some(_) if md.name.contains("environment") => {
-                format!(
-                    "(from env {ENV_PREFIX}{})",
-                    key.replace('.', "__").to_ascii_uppercase()
-                )
-            }
             Some(src) => format!("(from {} {src})", md.name),
             None => format!("(from {})", md.name),
         },
@@ -350,23 +354,10 @@ fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
     let Some(first) = err.into_iter().next() else {
         return ConfigError("unknown error".into());
     };
-    let mut path = first.path.join(".");
-    if let figment::error::Kind::UnknownField(field, _) = &first.kind {
-        path = if path.is_empty() {
-            field.clone()
-        } else {
-            format!("{path}.{field}")
-        };
-    }
+    // For unknown fields figment's path already ends with the field's name.
+    let path = first.path.join(".");
     let source = match &first.metadata {
-        Some(md) if md.name.contains("environment") => format!(
-            "(from env {ENV_PREFIX}{})",
-            path.replace('.', "__").to_ascii_uppercase()
-        ),
-        Some(md) => match &md.source {
-            Some(src) => format!("(from {} {src})", md.name),
-            None => format!("(from {})", md.name),
-        },
+        Some(md) => describe_source(Some(md), &path),
         None => source_of(figment, &path),
     };
     let what = match &first.kind {

@@ -128,12 +128,12 @@ async fn connect_sqlite(cfg: &DatabaseConfig) -> anyhow::Result<Arc<dyn ItemStor
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(cfg.statement_timeout);
-    if let Some(dir) = opts.get_filename().parent() {
-        if !dir.as_os_str().is_empty() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .with_context(|| format!("creating database directory {}", dir.display()))?;
-        }
+    if let Some(dir) = opts.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating database directory {}", dir.display()))?;
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(cfg.max_connections)

@@ -2,7 +2,10 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Query, Request, rejection::BytesRejection},
+    extract::{
+        FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{BytesRejection, FailedToBufferBody},
+    },
     http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
@@ -22,12 +25,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         require_json(req.headers())?;
         let limit = state.config.http.body_limit;
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(inner)
-                if matches!(
-                    inner,
-                    axum::extract::rejection::FailedToBufferBody::LengthLimitError(_)
-                ) =>
-            {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                 ApiError::PayloadTooLarge(limit)
             }
             other => ApiError::BadRequest(format!("cannot read request body: {other}")),
@@ -66,6 +64,11 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A shape error may be reported before the parser reaches a syntax error further on
+        // (`[1,2` is "expected an object" before "unexpected end"): malformed JSON wins.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return json_error("", syntax);
+        }
         let path = e.path().to_string();
         json_error(&path, e.into_inner())
     })?;
@@ -84,9 +87,12 @@ fn json_error(path: &str, err: serde_json::Error) -> ApiError {
             let named = message
                 .strip_prefix("unknown field `")
                 .or_else(|| message.strip_prefix("missing field `"))
+                .or_else(|| message.strip_prefix("duplicate field `"))
                 .and_then(|rest| rest.split('`').next());
             let field = match (named, path) {
                 (Some(name), "." | "") => name.to_owned(),
+                // serde_path_to_error names an unknown field itself, a missing one by its parent.
+                (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
                 (Some(name), parent) => format!("{parent}.{name}"),
                 (None, "." | "") => "(body)".to_owned(),
                 (None, p) => p.to_owned(),

@@ -109,6 +109,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     if let Some(id) = request_id {
         headers.insert(X_REQUEST_ID.clone(), id);
     }
+    if state.is_draining() {
+        // Clients reconnect for their next request, so no keep-alive connection is idle in
+        // their pool when the listener closes.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

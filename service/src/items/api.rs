@@ -246,13 +246,13 @@ pub async fn list(
             cursor::decode(c).ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?
         }
     };
-    if let Some(tag) = &params.tag {
-        if !super::model::is_valid_tag(tag) {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "tag",
-                "must be 1 to 32 characters of a-z, 0-9 and -",
-            )]));
-        }
+    if let Some(tag) = &params.tag
+        && !super::model::is_valid_tag(tag)
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "tag",
+            "must be 1 to 32 characters of a-z, 0-9 and -",
+        )]));
     }
     let q = params.q.filter(|q| !q.is_empty());
     if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
@@ -296,12 +296,12 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let item = state.store.get(id).await?.ok_or_else(not_found)?;
-    if let Some(cond) = condition(&headers, header::IF_NONE_MATCH)? {
-        if cond.matches_weak(&item.etag()) {
-            let mut r = StatusCode::NOT_MODIFIED.into_response();
-            set_etag(r.headers_mut(), &item.etag());
-            return Ok(r);
-        }
+    if let Some(cond) = condition(&headers, header::IF_NONE_MATCH)?
+        && cond.matches_weak(&item.etag())
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        set_etag(r.headers_mut(), &item.etag());
+        return Ok(r);
     }
     Ok(item_response(StatusCode::OK, &item))
 }
@@ -361,10 +361,10 @@ pub async fn patch(
     let if_match = condition(&headers, header::IF_MATCH)?;
     for _ in 0..PATCH_ATTEMPTS {
         let current = state.store.get(id).await?.ok_or_else(not_found)?;
-        if let Some(cond) = &if_match {
-            if !cond.matches_strong(&current.etag()) {
-                return Err(stale());
-            }
+        if let Some(cond) = &if_match
+            && !cond.matches_strong(&current.etag())
+        {
+            return Err(stale());
         }
         let mut doc = current.to_input_json();
         json_patch::merge(&mut doc, &patch);

@@ -130,13 +130,13 @@ fn start_shared_cluster() -> Result<String, String> {
     let data = root.join("data");
     let port_file = root.join("port");
     let data_s = data.to_string_lossy().into_owned();
-    if let Ok(port) = std::fs::read_to_string(&port_file) {
-        if run(&pg_ctl, &["-D", &data_s, "status"]).is_ok() {
-            return Ok(format!(
-                "postgres://postgres@127.0.0.1:{}/postgres",
-                port.trim()
-            ));
-        }
+    if let Ok(port) = std::fs::read_to_string(&port_file)
+        && run(&pg_ctl, &["-D", &data_s, "status"]).is_ok()
+    {
+        return Ok(format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            port.trim()
+        ));
     }
     let _ = std::fs::remove_dir_all(&data);
     if is_root() {

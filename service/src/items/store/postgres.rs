@@ -119,10 +119,10 @@ impl ItemStore for PgStore {
         item: &Item,
         idempotency: Option<&Idempotency>,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(idem) = idempotency {
-            if let Some(outcome) = self.replay(idem).await? {
-                return Ok(outcome);
-            }
+        if let Some(idem) = idempotency
+            && let Some(outcome) = self.replay(idem).await?
+        {
+            return Ok(outcome);
         }
         match self.insert(item, idempotency).await {
             Ok(()) => Ok(CreateOutcome::Created(item.clone())),

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Rust stage: formatting, clippy (-D warnings), the whole test suite (unit, API over real HTTP
+# on SQLite and PostgreSQL, process tests of the real binary) under line coverage, and the
+# debug binary that later stages run.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+
+log "toolchain"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' || rustup component add llvm-tools
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+ensure_cargo cargo-llvm-cov cargo-llvm-cov
+
+log "rustfmt"
+cargo fmt --all --check
+
+log "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "build (the binary later stages run)"
+cargo build --workspace --locked
+
+log "tests (SQLite and PostgreSQL) with line coverage"
+start_postgres
+threshold=$(cat .ci/coverage-threshold)
+# CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them.
+CI=true cargo llvm-cov nextest --workspace --locked --no-fail-fast \
+  --fail-under-lines "$threshold" --summary-only
