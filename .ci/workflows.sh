@@ -137,6 +137,9 @@ fi
 bin=$(realpath "$bin")
 [ -x "$bin" ] || die "no binary at $bin"
 "$bin" --version
+# The binary reads every SHIPSHAPE_* variable as configuration and refuses unknown keys; these two
+# belong to the build (.ci/run exports the revision for build.rs) and to lib.sh, not to it.
+unset SHIPSHAPE_GIT_REVISION SHIPSHAPE_CI_CACHE
 
 export SHIPSHAPE_LOG__FORMAT=json SHIPSHAPE_HTTP__DRAIN_DELAY=1s
 
