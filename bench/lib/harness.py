@@ -1,0 +1,434 @@
+"""Shared plumbing for the benchmark and the reliability experiments (Python stdlib only).
+
+Starts the real `shipshape` binary on loopback with a throwaway database, reads its CPU time and
+memory from /proc, runs a throwaway PostgreSQL cluster, and turns auth on automatically when the
+binary has a `token` subcommand (and rate limiting off when the binary knows `rate_limit`).
+Everything here talks to 127.0.0.1 only and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import http.client as httpc
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+# User-Agent of the harness's own probe requests, so load-generator traffic can be told apart
+# from them in the server log.
+PROBE_UA = "shipshape-harness-probe"
+
+
+class Failure(Exception):
+    """An experiment's expectation did not hold."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary(explicit: str | None = None) -> pathlib.Path:
+    """The binary to test: $SHIPSHAPE_BIN, else target/release, else target/debug."""
+    candidates = [explicit, os.environ.get("SHIPSHAPE_BIN")]
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    candidates += [str(target / "release" / "shipshape"), str(target / "debug" / "shipshape")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return pathlib.Path(c).resolve()
+    raise SystemExit("no shipshape binary: build it or set SHIPSHAPE_BIN")
+
+
+# --------------------------------------------------------------------------------------------
+# Features of the binary: auth (JWT) and rate limiting arrive in a later issue; detect them.
+
+
+@dataclass
+class Features:
+    auth: bool
+    rate_limit: bool
+    help: str
+
+
+def features(binary: pathlib.Path) -> Features:
+    help_text = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, timeout=10
+    ).stdout
+    auth = any(line.strip().startswith("token") for line in help_text.splitlines())
+    cfg = subprocess.run(
+        [str(binary), "config"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=clean_env({}),
+        cwd=tempfile.gettempdir(),
+    ).stdout
+    rate_limit = "[rate_limit]" in cfg
+    return Features(auth=auth, rate_limit=rate_limit, help=help_text)
+
+
+@dataclass
+class Auth:
+    """Environment for the server and the header for clients (empty when there is no auth)."""
+
+    env: dict = field(default_factory=dict)
+    token: str | None = None
+    notes: list = field(default_factory=list)
+
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def setup_auth(binary: pathlib.Path, workdir: pathlib.Path, feats: Features | None = None) -> Auth:
+    """Auth on with a fresh HS256 secret and a bearer token when the binary supports it; rate
+    limiting off (load tests measure the service, not the limiter)."""
+    feats = feats or features(binary)
+    auth = Auth()
+    if feats.rate_limit:
+        auth.env["SHIPSHAPE_RATE_LIMIT__ENABLED"] = "false"
+        auth.notes.append("rate limiting off")
+    if not feats.auth:
+        auth.notes.append("auth: not in this binary (no `token` subcommand)")
+        return auth
+    secret = workdir / "hs256.secret"
+    secret.write_text(secrets.token_hex(32) + "\n")
+    secret.chmod(0o600)
+    auth.env["SHIPSHAPE_AUTH__HS256_SECRET"] = f"file:{secret}"
+    out = subprocess.run(
+        [str(binary), "token", "--sub", "bench", "--scope", "items:read items:write", "--ttl", "1h"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=clean_env(auth.env),
+        cwd=workdir,
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise SystemExit(f"`shipshape token` failed ({out.returncode}): {out.stderr.strip()}")
+    auth.token = out.stdout.strip().splitlines()[-1].strip()
+    auth.notes.append("auth on (HS256 bearer token)")
+    return auth
+
+
+def clean_env(extra: dict) -> dict:
+    """PATH/HOME/LANG plus `extra`: no stray SHIPSHAPE_* from the caller's environment leaks in."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of the whole process (all threads, live and exited), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Resets VmHWM to the current RSS (Linux >= 4.0, needs privileges)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def children_cpu_seconds(parent: int) -> float:
+    """Summed utime+stime of `parent`'s direct children (PostgreSQL backends)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Small blocking HTTP client for set-up and probes
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body=None,
+    headers: dict | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, dict, bytes]:
+    conn = httpc.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        h = {"User-Agent": PROBE_UA}
+        h.update(headers or {})
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def status_of(port: int, path: str, timeout: float = 1.0, headers: dict | None = None) -> int:
+    """Status code, or 0 when there is no answer."""
+    try:
+        return request(port, "GET", path, headers=headers, timeout=timeout)[0]
+    except (OSError, httpc.HTTPException):
+        return 0
+
+
+def item_body(name: str, i: int = 1) -> dict:
+    return {
+        "name": name,
+        "description": "benchmark item",
+        "price": 19.99,
+        "quantity": i % 1000,
+        "tags": ["bench", "kitchen"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+
+
+class Service:
+    """One `shipshape serve` process on 127.0.0.1:<port>, optionally pinned to a CPU."""
+
+    def __init__(
+        self,
+        binary: pathlib.Path,
+        db_url: str,
+        workdir: pathlib.Path,
+        env: dict | None = None,
+        cpu: int | None = None,
+        port: int | None = None,
+        name: str = "server",
+    ):
+        self.binary = binary
+        self.db_url = db_url
+        self.workdir = workdir
+        self.extra_env = dict(env or {})
+        self.cpu = cpu
+        self.port = port or free_port()
+        self.name = name
+        self.log_path = workdir / f"{name}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.ready_after_s: float | None = None
+        self.starts = 0
+
+    def env(self) -> dict:
+        e = {
+            "SHIPSHAPE_HTTP__LISTEN": f"127.0.0.1:{self.port}",
+            "SHIPSHAPE_DATABASE__URL": self.db_url,
+        }
+        e.update(self.extra_env)
+        return clean_env(e)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> "Service":
+        cpu = self.cpu
+
+        def pin():
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(self.binary), "serve"],
+            cwd=self.workdir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pin,
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 30.0, interval: float = 0.002) -> float:
+        """Polls /readyz until 200; returns seconds from exec to the first 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if status_of(self.port, "/readyz", timeout=1.0) == 200:
+                self.ready_after_s = time.monotonic() - self.started_at
+                return self.ready_after_s
+            if not self.alive():
+                raise Failure(f"{self.name} exited early ({self.proc.returncode}):\n{self.tail()}")
+            time.sleep(interval)
+        raise Failure(f"{self.name} not ready within {timeout}s:\n{self.tail()}")
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Exit code, or None if it did not exit in time (then it is killed)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kb(self) -> int:
+        return status_kb(self.pid, "VmRSS")
+
+    def hwm_kb(self) -> int:
+        return status_kb(self.pid, "VmHWM")
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_lines(self):
+        """Parsed JSON log lines (non-JSON lines are skipped)."""
+        with open(self.log_path, errors="replace") as f:
+            for line in f:
+                if line.startswith("{"):
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+
+    def metrics(self) -> str:
+        return request(self.port, "GET", "/metrics")[2].decode()
+
+
+def requests_total(metrics_text: str, exclude_routes=("/metrics",)) -> int:
+    """Sum of http_server_requests_total over all series, minus the excluded routes."""
+    total = 0
+    for line in metrics_text.splitlines():
+        if line.startswith("http_server_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            if any(f'route="{r}"' in labels for r in exclude_routes):
+                continue
+            total += int(float(value))
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# A throwaway PostgreSQL cluster we can stop and start (for the outage experiment)
+
+
+class Postgres:
+    def __init__(self, fsync: bool = True, cpu: int | None = None):
+        if not (PG_BIN / "initdb").exists():
+            raise SystemExit("PostgreSQL 15 binaries not found in /usr/lib/postgresql/15/bin")
+        # Not under `workdir`: the postgres user must be able to reach it (mkdtemp dirs are 0700).
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="shipshape-bench-pg."))
+        self.port = free_port()
+        self.fsync = fsync
+        self.cpu = cpu
+        self.user_prefix: list[str] = []
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root.
+            if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
+                subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+            shutil.chown(self.dir, "postgres")
+            self.dir.chmod(0o700)
+            self.user_prefix = ["runuser", "-u", "postgres", "--"]
+        self._run(["initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"])
+
+    def _run(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        args = [str(PG_BIN / args[0])] + args[1:]
+        return subprocess.run(
+            self.user_prefix + args,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {self.cpu})) if self.cpu is not None else None,
+        )
+
+    def start(self) -> "Postgres":
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not self.fsync:
+            opts += " -c fsync=off"
+        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-o", opts, "-w", "start"])
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"], check=False)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_database(self, name: str) -> str:
+        self._run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-qc", f"CREATE DATABASE {name}"])
+        return self.url(name)
+
+    def psql(self, db: str, sql: str) -> str:
+        return self._run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db, "-Atqc", sql]
+        ).stdout
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_available() -> bool:
+    return (PG_BIN / "initdb").exists()
