@@ -1,0 +1,114 @@
+# `nix flake check`: every quality gate as a derivation. The cargo checks reuse the package's
+# dependency artifacts, so only the workspace crate is compiled again.
+{
+  pkgs,
+  craneLib,
+  advisory-db,
+  source,
+  shipshape,
+  image,
+  formatter,
+}: let
+  inherit (shipshape) commonArgs cargoArtifacts;
+  contract = ./image-contract.json;
+in {
+  inherit shipshape;
+
+  shipshape-clippy = craneLib.cargoClippy (commonArgs
+    // {
+      inherit cargoArtifacts;
+      cargoClippyExtraArgs = "--all-targets -- --deny warnings";
+    });
+
+  shipshape-fmt = craneLib.cargoFmt {inherit (source) src;};
+
+  toml-fmt = craneLib.taploFmt {
+    src = source.tomlSrc;
+    taploExtraArgs = "--config nix/taplo.toml";
+  };
+
+  # The PostgreSQL tests run in the sandbox too: postgresqlTestHook starts a throwaway cluster
+  # before the check phase and stops it after. Tests get the superuser URL and create their
+  # own databases, exactly as with start_postgres in .ci/lib.sh.
+  shipshape-nextest = craneLib.cargoNextest (commonArgs
+    // {
+      inherit cargoArtifacts;
+      partitions = 1;
+      partitionType = "count";
+      nativeBuildInputs = [pkgs.postgresql pkgs.postgresqlTestHook];
+      postgresqlEnableTCP = 1;
+      postgresqlExtraSettings = ''
+        port = 5432
+        max_connections = 300
+        fsync = off
+      '';
+      preCheck = ''
+        export SHIPSHAPE_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/postgres
+      '';
+    });
+
+  cargo-audit = craneLib.cargoAudit {
+    inherit (source) src;
+    inherit advisory-db;
+  };
+
+  # bans, licenses and sources (crane's default); advisories are cargo-audit's job above.
+  cargo-deny = craneLib.cargoDeny {src = source.denySrc;};
+
+  kustomize =
+    pkgs.runCommand "shipshape-kustomize" {
+      nativeBuildInputs = [pkgs.kustomize pkgs.kubernetes-validate];
+    } ''
+      export HOME=$TMPDIR
+      mkdir -p $out
+      for dir in ${toString source.spec.kustomize}; do
+        echo "kustomize build $dir"
+        kustomize build ${source.kustomizeSrc}/$dir > rendered.yaml
+        kubernetes-validate --strict rendered.yaml
+        cp rendered.yaml $out/''${dir//\//-}.yaml
+      done
+    '';
+
+  nix-lint =
+    pkgs.runCommand "shipshape-nix-lint" {
+      nativeBuildInputs = [formatter pkgs.deadnix pkgs.statix];
+    } ''
+      cd ${source.nixSrc}
+      shipshape-alejandra --check .
+      deadnix --fail .
+      statix check .
+      touch $out
+    '';
+
+  # Streams the image in the sandbox and holds it to the contract: config equal to
+  # image-contract.json, no shell, libc, package manager or compiler in any layer.
+  image =
+    pkgs.runCommand "shipshape-image-check" {
+      nativeBuildInputs = [pkgs.jq pkgs.gnutar];
+    } ''
+      ${image} > image.tar
+      tar -xf image.tar manifest.json
+      config=$(jq -r '.[0].Config' manifest.json)
+      tar -xf image.tar "$config"
+      jq -e --slurpfile contract ${contract} '
+        .config as $img | $contract[0].config as $want
+        | ($want | del(.Labels, .Env) | to_entries | all(.value == $img[.key]))
+          and ($want.Env - $img.Env == [])
+          and ($want.Labels | to_entries | all(.value == $img.Labels[.key]))
+          and ($img.Labels["org.opencontainers.image.revision"] | length > 0)
+      ' "$config" > /dev/null || { echo "image config differs from image-contract.json:"; jq .config "$config"; exit 1; }
+
+      for layer in $(jq -r '.[0].Layers[]' manifest.json); do
+        tar -xOf image.tar "$layer" | tar -t
+      done | sort -u > files.txt
+      if grep -E '(^|/)(bin/(sh|bash)|[^/]*-(bash|coreutils|glibc|musl|gcc|rustc|cargo|nix)-[0-9][^/]*)(/|$)' files.txt; then
+        echo "the image must not contain a shell, a libc, a compiler or a package manager"; exit 1
+      fi
+
+      mkdir -p $out
+      cp "$config" $out/config.json
+      cp files.txt $out/files.txt
+      stat -c %s image.tar > $out/size-bytes
+      echo "image: $(cat $out/size-bytes) bytes, $(grep -c . files.txt) entries"
+    '';
+}
