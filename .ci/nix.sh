@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Static checks of the Nix flake, for machines without a Nix store (nixpkgs cannot be fetched
+# here, so `nix build` / `nix flake check` cannot run; see docs/deployment.md for what only
+# they prove). What this proves: every .nix file parses and is alejandra-formatted, deadnix
+# finds nothing, flake.lock matches flake.nix and the vetted pins, every path the Nix files
+# name exists, the image contract states the service contract, every file the Rust build
+# reads is inside the crane source filter, and TOML is taplo-formatted like the flake checks.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+
+# Debian's nix-bin expects a nixbld group it does not create; parsing and eval need none.
+export NIX_CONFIG="build-users-group ="
+
+ensure_apt nix-instantiate nix-bin
+ensure_cargo deadnix deadnix
+ensure_cargo taplo taplo-cli
+
+# The alejandra library, pinned by nix/fmt-check/Cargo.lock: the same formatter `nix fmt` runs.
+log "build the alejandra formatter (nix/fmt-check)"
+fmt_target="$CI_CACHE/nix-fmt-target"
+cargo build --quiet --release --locked --manifest-path nix/fmt-check/Cargo.toml --target-dir "$fmt_target"
+alejandra_fmt="$fmt_target/release/shipshape-alejandra"
+
+mapfile -t nix_files < <(git ls-files --cached --others --exclude-standard -- '*.nix' | sort -u)
+[ "${#nix_files[@]}" -gt 0 ] || die "no .nix files found"
+
+log "nix-instantiate --parse (${#nix_files[@]} files)"
+for f in "${nix_files[@]}"; do
+  nix-instantiate --parse "$f" >/dev/null || die "$f does not parse"
+done
+echo "  ok   all ${#nix_files[@]} files parse"
+
+log "alejandra --check"
+"$alejandra_fmt" --check "${nix_files[@]}" || die "Nix files not formatted: run $alejandra_fmt ${nix_files[*]} (or nix fmt)"
+
+log "deadnix --fail"
+deadnix --fail "${nix_files[@]}" || die "deadnix found unused code"
+echo "  ok   no unused bindings or arguments"
+
+log "flake.lock against flake.nix and ../shared/flake-pins.md"
+python3 nix/static-checks.py lock || die "flake.lock check failed"
+
+log "paths named by the Nix files"
+python3 nix/static-checks.py paths || die "the Nix files name missing paths"
+
+log "image contract (nix/image-contract.json)"
+python3 nix/static-checks.py contract || die "the image contract does not state the service contract"
+
+log "crane source filter covers every file the build reads"
+# rustc's dep-info lists exactly the files a build read; use any build of the service that exists
+# (the container test's musl build, the workspace build) on top of the static scan.
+mapfile -t dep_info < <(ls target/debug/shipshape.d target/release/shipshape.d \
+  "$CI_CACHE"/musl-target/*/release/shipshape.d 2>/dev/null || true)
+python3 nix/static-checks.py source-filter "${dep_info[@]}" || die "the crane source filter misses files the build needs"
+
+log "taplo fmt --check (same config as the toml-fmt flake check)"
+mapfile -t toml_files < <(git ls-files --cached --others --exclude-standard -- '*.toml' | sort -u)
+taplo fmt --check --config nix/taplo.toml "${toml_files[@]}" || die "TOML not formatted: run taplo fmt --config nix/taplo.toml"
+echo "  ok   ${#toml_files[@]} TOML files formatted"
+
+log "kustomize builds render (the flake check also schema-validates them)"
+mapfile -t kustomizations < <(nix-instantiate --eval --strict --json -E '(import ./nix/source.nix).spec.kustomize' | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)))')
+for dir in "${kustomizations[@]}"; do
+  kubectl kustomize "$dir" >/dev/null || die "kubectl kustomize $dir failed"
+  echo "  ok   $dir"
+done
+
+log "nix static checks passed"

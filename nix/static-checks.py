@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Static checks of the Nix flake that need no Nix store (run by .ci/nix.sh).
+
+  lock                      flake.lock is valid and matches flake.nix (and the vetted pins)
+  paths                     every path the Nix files name exists
+  contract                  nix/image-contract.json states the service contract
+  source-filter [DEPINFO..] every file the build reads is inside the crane source filter
+
+Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
+filter spec; the rest is plain Python so the checks run on machines without Nix.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+ROOT = os.getcwd()
+PINS = os.environ.get("SHIPSHAPE_FLAKE_PINS", os.path.join(ROOT, "..", "shared", "flake-pins.md"))
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print(f"  FAIL {msg}")
+
+
+def ok(msg):
+    print(f"  ok   {msg}")
+
+
+def nix_eval(expr):
+    out = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def git_files():
+    out = subprocess.run(["git", "ls-files", "-z"], check=True, capture_output=True, text=True)
+    return {f for f in out.stdout.split("\0") if f}
+
+
+# ---------------------------------------------------------------------------------- lock
+def parse_github_url(url):
+    m = re.fullmatch(r"github:([^/]+)/([^/?]+)(?:/([^?]+))?", url)
+    if not m:
+        return None
+    original = {"owner": m.group(1), "repo": m.group(2), "type": "github"}
+    if m.group(3):
+        original["ref"] = m.group(3)
+    return original
+
+
+def vetted_pins():
+    if not os.path.exists(PINS):
+        return None
+    pins = {}
+    for block in re.findall(r"```json\n(.*?)```", open(PINS).read(), re.S):
+        block = block.strip()
+        if block.startswith('"'):
+            for name, node in json.loads("{" + block + "}").items():
+                pins.setdefault(name, []).append(node)
+    return pins
+
+
+def check_lock():
+    try:
+        lock = json.load(open("flake.lock"))
+    except (OSError, ValueError) as err:
+        fail(f"flake.lock is not valid JSON: {err}")
+        return
+    ok("flake.lock is valid JSON")
+    if lock.get("version") != 7 or lock.get("root") != "root":
+        fail(f"flake.lock: expected version 7 and root 'root', got {lock.get('version')}, {lock.get('root')}")
+    nodes = lock.get("nodes", {})
+
+    inputs = nix_eval("(import ./flake.nix).inputs")
+    root_inputs = nodes.get("root", {}).get("inputs", {})
+    if sorted(root_inputs) == sorted(inputs):
+        ok(f"lock root inputs == flake.nix inputs: {', '.join(sorted(inputs))}")
+    else:
+        fail(f"lock root inputs {sorted(root_inputs)} != flake.nix inputs {sorted(inputs)}")
+
+    args = nix_eval("builtins.functionArgs (import ./flake.nix).outputs")
+    if sorted(args) == sorted(["self", *inputs]):
+        ok("outputs takes exactly self and the inputs")
+    else:
+        fail(f"outputs arguments {sorted(args)} != self + inputs {sorted(inputs)}")
+
+    pins = vetted_pins()
+    if pins is None:
+        print(f"  note {PINS} not found: lock nodes not compared with the vetted pins")
+    for name, spec in sorted(inputs.items()):
+        node = nodes.get(root_inputs.get(name, name))
+        if node is None:
+            fail(f"{name}: no lock node")
+            continue
+        locked = node.get("locked", {})
+        missing = [k for k in ("rev", "narHash", "lastModified") if k not in locked]
+        if missing:
+            fail(f"{name}: locked node lacks {', '.join(missing)}")
+        elif not (re.fullmatch(r"[0-9a-f]{40}", locked["rev"]) and locked["narHash"].startswith("sha256-")
+                  and isinstance(locked["lastModified"], int)):
+            fail(f"{name}: malformed rev/narHash/lastModified {locked}")
+        want = parse_github_url(spec.get("url", ""))
+        if want is None:
+            fail(f"{name}: url {spec.get('url')!r} is not a github: url (this check knows no other)")
+        elif node.get("original") != want:
+            fail(f"{name}: lock original {node.get('original')} does not match url {spec['url']}")
+        elif any(locked.get(k) != want[k] for k in ("owner", "repo", "type")):
+            fail(f"{name}: locked owner/repo/type {locked} differ from original {want}")
+        if spec.get("flake", True) != node.get("flake", True):
+            fail(f"{name}: flake = {spec.get('flake', True)} in flake.nix but {node.get('flake', True)} in the lock")
+        if "inputs" in node:
+            fail(f"{name}: has inputs of its own {node['inputs']}; this flake locks none")
+        if pins is not None:
+            if node in pins.get(name, []):
+                ok(f"{name}: rev {locked.get('rev', '?')[:12]} is a vetted pin (rev, narHash, lastModified present)")
+            else:
+                fail(f"{name}: lock node is not one of the vetted pins in {PINS}")
+    extra = set(nodes) - {"root"} - {root_inputs.get(n, n) for n in inputs}
+    if extra:
+        fail(f"flake.lock has nodes no input uses: {sorted(extra)}")
+
+
+# ---------------------------------------------------------------------------------- paths
+def nix_files():
+    return sorted(f for f in git_files() | untracked() if f.endswith(".nix") and os.path.exists(f))
+
+
+def untracked():
+    out = subprocess.run(["git", "ls-files", "-z", "--others", "--exclude-standard"],
+                         check=True, capture_output=True, text=True)
+    return {f for f in out.stdout.split("\0") if f}
+
+
+def check_paths():
+    seen, before = 0, len(failures)
+    for f in nix_files():
+        parsed = subprocess.run(["nix-instantiate", "--parse", f], check=True, capture_output=True, text=True).stdout
+        # The parser prints path literals as absolute paths, outside string quotes.
+        for path in re.findall(r'(?<![\w"/.-])(' + re.escape(ROOT) + r'(?:/[\w.+-]+)*)', parsed):
+            seen += 1
+            if not os.path.exists(path):
+                fail(f"{f}: names {os.path.relpath(path, ROOT)}, which does not exist")
+    spec = nix_eval("(import ./nix/source.nix).spec")
+    for rel in spec["files"] + spec["dirs"] + spec["cargoSources"] + spec["kustomize"]:
+        seen += 1
+        if not os.path.exists(rel):
+            fail(f"nix/source.nix spec names {rel}, which does not exist")
+    for rel in spec["kustomize"]:
+        if os.path.isdir(rel) and not any(os.path.exists(os.path.join(rel, k)) for k in
+                                          ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+            fail(f"{rel}: no kustomization.yaml for the kustomize check to build")
+    if len(failures) == before:
+        ok(f"{seen} paths named by the Nix files and the source spec exist")
+
+
+# ------------------------------------------------------------------------------- contract
+def check_contract():
+    c = json.load(open("nix/image-contract.json"))
+    cfg = c["config"]
+    entry = cfg["Entrypoint"]
+    checks = [
+        (entry[:1] == ["/bin/shipshape"] and entry[1:] == ["serve"], f"Entrypoint is [/bin/shipshape, serve]: {entry}"),
+        (re.fullmatch(r"[1-9]\d*:[1-9]\d*", cfg["User"]) is not None and cfg["User"] == "65532:65532",
+         f"User is numeric non-root 65532:65532: {cfg['User']}"),
+        (list(cfg["ExposedPorts"]) == ["8080/tcp"], f"ExposedPorts is 8080/tcp: {list(cfg['ExposedPorts'])}"),
+        (cfg["Healthcheck"]["Test"] == ["CMD", entry[0], "healthcheck"],
+         f"Healthcheck runs `shipshape healthcheck` without a shell: {cfg['Healthcheck']['Test']}"),
+        (cfg.get("StopSignal") == "SIGTERM", "StopSignal is SIGTERM"),
+        ({"path": "/tmp", "mode": "1777", "owner": "0:0"} in c["directories"], "/tmp exists with mode 1777"),
+        (all(re.fullmatch(r"\d+:\d+", d["owner"]) and re.fullmatch(r"[0-7]{4}", d["mode"]) for d in c["directories"]),
+         "directories have numeric owners and octal modes"),
+    ]
+    for good, what in checks:
+        (ok if good else fail)(f"contract: {what}")
+
+
+# -------------------------------------------------------------------------- source filter
+def in_filter(path, spec):
+    if path in spec["files"]:
+        return True
+    if any(path == d or path.startswith(d + "/") for d in spec["dirs"] + spec["optionalDirs"]):
+        return True
+    name = os.path.basename(path)
+    return any(path.startswith(d + "/") for d in spec["cargoSources"]) and (
+        name in ("Cargo.toml", "Cargo.lock") or name.endswith((".rs", ".toml")))
+
+
+def files_under(path, universe):
+    path = os.path.normpath(path)
+    return {f for f in universe if f == path or f.startswith(path + "/")}
+
+
+STR = r'"((?:[^"\\]|\\.)*)"'
+INCLUDE = re.compile(r'\binclude_(?:str|bytes)!\s*\(\s*' + STR)
+INCLUDE_MANIFEST = re.compile(r'\binclude_(?:str|bytes)!\s*\(\s*concat!\s*\(\s*env!\s*\(\s*"CARGO_MANIFEST_DIR"\s*\)\s*,\s*' + STR)
+MIGRATE = re.compile(r'\bmigrate!\s*\(\s*(?:' + STR + r')?\s*\)')
+QUERY_FILE = re.compile(r'\bquery(?:_as|_scalar)?_file(?:_as)?(?:_unchecked)?!\s*\(\s*(?:[\w:]+\s*,\s*)?' + STR)
+QUERY_MACRO = re.compile(r'\bquery(?:_as|_scalar)?(?:_unchecked)?!\s*\(')
+RERUN = re.compile(r'cargo:rerun-if-changed=([^"\s)]+)')
+
+
+def required_files(universe):
+    """(path, reason) pairs for every repository file the cargo build reads."""
+    need = [("Cargo.toml", "workspace manifest"), ("Cargo.lock", "lock file")]
+    if os.path.exists(".cargo/config.toml"):
+        need.append((".cargo/config.toml", "cargo configuration"))
+    workspace = tomllib.load(open("Cargo.toml", "rb")).get("workspace", {})
+    members = sorted({m for pat in workspace.get("members", []) for m in glob.glob(pat)})
+    for member in members:
+        for f in sorted(files_under(member, universe)):
+            if f.endswith(".rs") or os.path.basename(f) == "Cargo.toml":
+                need.append((f, "crate source"))
+        uses_query_macros = False
+        for rs in sorted(f for f in files_under(member, universe) if f.endswith(".rs")):
+            text = open(rs, encoding="utf-8", errors="replace").read()
+            for m in INCLUDE.finditer(text):
+                need.append((os.path.join(os.path.dirname(rs), m.group(1)), f"include_str!/include_bytes! in {rs}"))
+            for m in INCLUDE_MANIFEST.finditer(text):
+                need.append((member + m.group(1), f"include_str!/include_bytes! in {rs}"))
+            for m in MIGRATE.finditer(text):
+                mig_dir = os.path.join(member, m.group(1) or "migrations")
+                found = files_under(mig_dir, universe)
+                if not found:
+                    need.append((mig_dir, f"migrate! in {rs} (no tracked migrations found)"))
+                need += [(f, f"migrate! in {rs}") for f in sorted(found)]
+            for m in QUERY_FILE.finditer(text):
+                need.append((os.path.join(member, m.group(1)), f"query_file! in {rs}"))
+            uses_query_macros |= QUERY_MACRO.search(text) is not None
+            if os.path.basename(rs) == "build.rs":
+                for m in RERUN.finditer(text):
+                    need.append((os.path.join(member, m.group(1)), f"rerun-if-changed in {rs}"))
+        if uses_query_macros:
+            sqlx = [d for d in (os.path.join(member, ".sqlx"), ".sqlx") if files_under(d, universe)]
+            if not sqlx:
+                need.append((".sqlx", f"sqlx query macros in {member} (offline build needs cargo sqlx prepare data)"))
+            for d in sqlx[:1]:
+                need += [(f, f"sqlx offline data for {member}") for f in sorted(files_under(d, universe))]
+    return [(os.path.normpath(p), why) for p, why in need]
+
+
+def dep_info_files(paths):
+    """Repository files listed in cargo dep-info (.d) files: what rustc actually read."""
+    need = []
+    for d in paths:
+        text = open(d).read().replace("\\\n", " ")
+        for line in text.splitlines():
+            if ":" not in line or line.startswith("#"):
+                continue
+            deps = re.split(r"(?<!\\) ", line.split(": ", 1)[1] if ": " in line else "")
+            for dep in filter(None, (x.replace("\\ ", " ") for x in deps)):
+                dep = os.path.realpath(dep)
+                rel = os.path.relpath(dep, ROOT)
+                if rel.startswith("..") or rel.startswith("target/") or "/target/" in rel:
+                    continue
+                need.append((rel, f"read by rustc ({os.path.basename(d)})"))
+    return need
+
+
+def check_source_filter(dep_infos):
+    spec = nix_eval("(import ./nix/source.nix).spec")
+    tracked = git_files()
+    need = required_files(tracked | untracked())
+    if dep_infos:
+        need += dep_info_files(dep_infos)
+    bad = 0
+    for path, why in sorted(set(need)):
+        if not os.path.exists(path):
+            bad += 1
+            fail(f"{path}: needed ({why}) but missing")
+        elif not in_filter(path, spec):
+            bad += 1
+            fail(f"{path}: needed ({why}) but outside the crane source filter (nix/source.nix)")
+        elif path not in tracked:
+            bad += 1
+            fail(f"{path}: needed ({why}) but not tracked by git, so a flake build cannot see it")
+    if not bad:
+        kept = sum(in_filter(f, spec) for f in tracked)
+        src = f" and {len(dep_infos)} dep-info file(s)" if dep_infos else ""
+        ok(f"all {len(set(need))} files the build needs (sources, includes, migrations{src}) are in the "
+           f"filter, which keeps {kept} of {len(tracked)} tracked files")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"lock": check_lock, "paths": check_paths, "contract": check_contract,
+     "source-filter": lambda: check_source_filter(args)}[cmd]()
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
