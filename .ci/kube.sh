@@ -14,6 +14,7 @@
 #      API, the ServiceMonitor's scrape, and drains cleanly on SIGTERM; prod against PostgreSQL.
 # Set SHIPSHAPE_KUBE_MUTATION=1 to also run the alert-test mutation check (~2 min).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
