@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Reliability stage: the benchmark harness in smoke mode and the six reliability experiments of
+# issue 6 (bench/experiments/, docs/performance.md), against the real binary on loopback only:
+#   1 graceful shutdown under load     4 PostgreSQL outage and recovery
+#   2 rolling restart behind HAProxy   5 Idempotency-Key retries after dropped connections
+#   3 kill -9 during writes            6 10,000 idle connections and slow-loris clients
+# Each prints one result line and fails the stage on a failure. Bounded: every experiment has
+# its own time limit (and `timeout` here as a backstop); the whole stage takes a few minutes.
+#   .ci/reliability.sh                  everything
+#   .ci/reliability.sh rolling_restart  only the named experiments (file names without .py)
+#   SHIPSHAPE_BIN=path                  test that binary (default: target/debug/shipshape,
+#                                       which the rust stage builds; built here if missing)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+
+log "tools"
+ensure_apt wrk wrk
+ensure_apt haproxy haproxy
+ensure_apt taskset util-linux
+command -v initdb >/dev/null 2>&1 || ensure_apt initdb postgresql-15
+# oha gives the benchmark's fixed-rate figures; the stage works without it (that scenario is skipped).
+command -v oha >/dev/null 2>&1 || nice -n 10 cargo install --locked --quiet oha || log "oha not installed; skipping fixed-rate"
+
+if [ -z "${SHIPSHAPE_BIN:-}" ]; then
+  [ -x target/debug/shipshape ] || cargo build --locked -p shipshape
+  SHIPSHAPE_BIN=$PWD/target/debug/shipshape
+fi
+export SHIPSHAPE_BIN
+log "binary: $SHIPSHAPE_BIN ($("$SHIPSHAPE_BIN" --version | head -1))"
+
+all=(graceful_shutdown rolling_restart crash_durability db_outage idempotent_retries resource_bounds)
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=(bench "${all[@]}")
+
+# The experiments open up to ~12,000 sockets per process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+results=()
+failed=0
+for name in "${selected[@]}"; do
+  if [ "$name" = bench ]; then
+    log "benchmark harness, smoke mode (debug binary: checks the harness, not the figures)"
+    out=$(mktemp -d)
+    if timeout --kill-after=10 240 bench/run.sh --smoke --out "$out"; then
+      results+=("bench-smoke: PASS (every scenario ran without errors; figures in docs/performance.md come from a release build)")
+    else
+      results+=("bench-smoke: FAIL (see above)")
+      failed=1
+    fi
+    rm -rf "$out"
+    continue
+  fi
+  [ -f "bench/experiments/$name.py" ] || die "no such experiment: $name (have: ${all[*]})"
+  log "experiment: $name"
+  line=""
+  set +e
+  timeout --kill-after=10 180 python3 "bench/experiments/$name.py" | tee /tmp/reliability-$$.log
+  rc=${PIPESTATUS[0]}
+  set -e
+  line=$(grep -E '^[a-z-]+: (PASS|FAIL)' /tmp/reliability-$$.log | tail -1 || true)
+  [ -n "$line" ] || line="$name: FAIL (exit $rc, no result line)"
+  [ "$rc" -eq 0 ] || failed=1
+  results+=("$line")
+done
+rm -f /tmp/reliability-$$.log
+
+log "reliability results"
+printf '  %s\n' "${results[@]}"
+[ "$failed" -eq 0 ] || die "reliability experiments failed"
