@@ -11,6 +11,7 @@
 #   SHIPSHAPE_BIN=path                  test that binary (default: target/debug/shipshape,
 #                                       which the rust stage builds; built here if missing)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
