@@ -56,7 +56,7 @@ python3 nix/static-checks.py source-filter "${dep_info[@]}" || die "the crane so
 
 log "taplo fmt --check (same config as the toml-fmt flake check)"
 mapfile -t toml_files < <(git ls-files --cached --others --exclude-standard -- '*.toml' | sort -u)
-taplo fmt --check --config nix/taplo.toml "${toml_files[@]}" || die "TOML not formatted: run taplo fmt --config nix/taplo.toml"
+RUST_LOG=error taplo fmt --check --config nix/taplo.toml "${toml_files[@]}" || die "TOML not formatted: run taplo fmt --config nix/taplo.toml"
 echo "  ok   ${#toml_files[@]} TOML files formatted"
 
 log "kustomize builds render (the flake check also schema-validates them)"
