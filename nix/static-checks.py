@@ -19,7 +19,8 @@ import sys
 import tomllib
 
 ROOT = os.getcwd()
-PINS = os.environ.get("SHIPSHAPE_FLAKE_PINS", os.path.join(ROOT, "..", "shared", "flake-pins.md"))
+# shared/ sits beside the checkout, as for .ci/security.sh.
+PINS = os.path.join(os.environ.get("SHIPSHAPE_SHARED_DIR", os.path.join(ROOT, "..", "shared")), "flake-pins.md")
 failures = []
 
 
@@ -94,7 +95,7 @@ def check_lock():
 
     pins = vetted_pins()
     if pins is None:
-        print(f"  note {PINS} not found: lock nodes not compared with the vetted pins")
+        fail(f"{PINS} not found: cannot compare the lock nodes with the vetted pins (set SHIPSHAPE_SHARED_DIR)")
     for name, spec in sorted(inputs.items()):
         node = nodes.get(root_inputs.get(name, name))
         if node is None:
