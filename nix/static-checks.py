@@ -4,6 +4,9 @@
   lock                      flake.lock is valid and matches flake.nix (and the vetted pins)
   paths                     every path the Nix files name exists
   contract                  nix/image-contract.json states the service contract
+  image-config CONTRACT CONFIG [LABELS]
+                            an image's config (Docker config JSON) is the contract's, plus
+                            exactly LABELS if given (else non-empty version/revision labels)
   source-filter [DEPINFO..] every file the build reads is inside the crane source filter
 
 Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
@@ -183,6 +186,26 @@ def check_contract():
         (ok if good else fail)(f"contract: {what}")
 
 
+def check_image_config(contract_path, config_path, labels_path=None):
+    """Shared by the Nix `image` check and .ci/container.sh: one definition of "matches"."""
+    want = json.load(open(contract_path))["config"]
+    img = json.load(open(config_path))
+    bad = [k for k, v in want.items() if k not in ("Env", "Labels") and img.get(k) != v]
+    bad += [f"Env {e}" for e in want["Env"] if e not in (img.get("Env") or [])]
+    labels = dict(want["Labels"])
+    if labels_path:
+        labels.update(json.load(open(labels_path)))
+    else:
+        labels.update({f"org.opencontainers.image.{k}": img.get("Labels", {}).get(f"org.opencontainers.image.{k}")
+                       or "(missing)" for k in ("version", "revision", "source", "licenses")})
+    bad += [f"Label {k}" for k, v in labels.items() if (img.get("Labels") or {}).get(k) != v or v == "(missing)"]
+    if bad:
+        print(json.dumps(img, indent=2))
+        fail(f"image config differs from {contract_path}: {', '.join(bad)}")
+    else:
+        ok(f"image config matches the contract ({len(want)} keys, {len(labels)} labels)")
+
+
 # -------------------------------------------------------------------------- source filter
 def in_filter(path, spec):
     if path in spec["files"]:
@@ -294,6 +317,7 @@ def main():
         sys.exit(__doc__)
     cmd, args = sys.argv[1], sys.argv[2:]
     {"lock": check_lock, "paths": check_paths, "contract": check_contract,
+     "image-config": lambda: check_image_config(*args),
      "source-filter": lambda: check_source_filter(args)}[cmd]()
     sys.exit(1 if failures else 0)
 
