@@ -36,6 +36,13 @@ ensure_cargo() {
 
 # start_postgres: start a throwaway PostgreSQL 15 cluster on a free loopback port, export
 # SHIPSHAPE_TEST_PG_URL (superuser URL; tests create their own databases) and stop it on exit.
+_PG_DIR="" _PG_AS=""
+_pg_stop() {
+  [ -n "$_PG_DIR" ] || return 0
+  $_PG_AS pg_ctl -D "$_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$_PG_DIR"
+}
+
 start_postgres() {
   [ -n "${SHIPSHAPE_TEST_PG_URL:-}" ] && return 0
   command -v initdb >/dev/null 2>&1 || ensure_apt initdb postgresql-15
@@ -50,7 +57,8 @@ start_postgres() {
   $user pg_ctl -D "$dir/data" -l "$dir/log" -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" -w start >/dev/null
   export SHIPSHAPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
   export SHIPSHAPE_TEST_PG_DIR="$dir"
-  _pg_stop() { $user pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+  # Globals, not locals: the EXIT trap runs after start_postgres has returned.
+  _PG_DIR=$dir _PG_AS=$user
   trap _pg_stop EXIT
   log "PostgreSQL 15 at $SHIPSHAPE_TEST_PG_URL"
 }
