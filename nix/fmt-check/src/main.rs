@@ -90,7 +90,11 @@ fn main() -> ExitCode {
         alejandra::version::VERSION,
         files.len(),
         unformatted,
-        if check { "not formatted" } else { "needed formatting" },
+        if check {
+            "not formatted"
+        } else {
+            "needed formatting"
+        },
     );
     if errors > 0 {
         ExitCode::from(2)
