@@ -57,7 +57,8 @@ def find_binary(explicit: str | None = None) -> pathlib.Path:
 
 @dataclass
 class Features:
-    auth: bool
+    auth: bool  # `shipshape token` exists: auth on with a minted token
+    auth_config: bool  # an [auth] section exists (auth may be on by default)
     rate_limit: bool
     help: str
 
@@ -67,16 +68,27 @@ def features(binary: pathlib.Path) -> Features:
         [str(binary), "--help"], capture_output=True, text=True, timeout=10
     ).stdout
     auth = any(line.strip().startswith("token") for line in help_text.splitlines())
-    cfg = subprocess.run(
-        [str(binary), "config"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        env=clean_env({}),
-        cwd=tempfile.gettempdir(),
-    ).stdout
-    rate_limit = "[rate_limit]" in cfg
-    return Features(auth=auth, rate_limit=rate_limit, help=help_text)
+    cfg = ""
+    # `config` may refuse a default config (auth on without a key): retry with auth off.
+    for extra in ({}, {"SHIPSHAPE_AUTH__ENABLED": "false"}):
+        out = subprocess.run(
+            [str(binary), "config"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=clean_env(extra),
+            cwd=tempfile.gettempdir(),
+        )
+        if out.returncode == 0:
+            cfg = out.stdout
+            break
+    sections = {line.strip() for line in cfg.splitlines() if line.startswith("[")}
+    return Features(
+        auth=auth,
+        auth_config="[auth]" in sections,
+        rate_limit="[rate_limit]" in sections,
+        help=help_text,
+    )
 
 
 @dataclass
@@ -100,7 +112,12 @@ def setup_auth(binary: pathlib.Path, workdir: pathlib.Path, feats: Features | No
         auth.env["SHIPSHAPE_RATE_LIMIT__ENABLED"] = "false"
         auth.notes.append("rate limiting off")
     if not feats.auth:
-        auth.notes.append("auth: not in this binary (no `token` subcommand)")
+        if feats.auth_config:
+            # An [auth] section but no way to mint a token: measure without auth, and say so.
+            auth.env["SHIPSHAPE_AUTH__ENABLED"] = "false"
+            auth.notes.append("auth OFF: the binary has [auth] but no `token` subcommand")
+        else:
+            auth.notes.append("auth: not in this binary (no `token` subcommand)")
         return auth
     secret = workdir / "hs256.secret"
     secret.write_text(secrets.token_hex(32) + "\n")
