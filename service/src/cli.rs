@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `migrate`, `healthcheck`, `config`.
+//! Command line: `serve` (default), `migrate`, `healthcheck`, `config`, `token`.
 
 use std::time::Duration;
 
@@ -35,4 +35,16 @@ pub enum Command {
     },
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
+    /// Mint a bearer token (HS256, with the configured auth.hs256_secret) for local use.
+    Token {
+        /// The `sub` claim: who the token is for.
+        #[arg(long)]
+        sub: String,
+        /// Scope(s) to grant, e.g. `items:read`, `items:write`; repeatable.
+        #[arg(long = "scope", default_values_t = [String::from("items:read")])]
+        scopes: Vec<String>,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
 }

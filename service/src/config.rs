@@ -22,6 +22,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub security: SecurityConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// HTTP server: listeners, limits, timeouts and shutdown phases.
@@ -52,6 +56,8 @@ pub struct HttpConfig {
     /// After the drain delay, how long in-flight requests get to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Open client connections at most; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +72,7 @@ impl Default for HttpConfig {
             max_concurrent_requests: 512,
             drain_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
+            max_connections: 10_000,
         }
     }
 }
@@ -106,6 +113,50 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Trace export: OpenTelemetry over OTLP/HTTP, off unless an endpoint is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL (e.g. `http://otel-collector:4318`); "" = use the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable if set, else export nothing.
+    pub otlp_endpoint: String,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "shipshape".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The OTLP traces URL to export to, if export is on: the config key, else the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, with `/v1/traces` appended as the OTLP spec says.
+    pub fn traces_endpoint(&self) -> Option<String> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let base = match self.otlp_endpoint.trim() {
+            "" => {
+                // The signal-specific variable is a complete URL, used as it is.
+                if let Some(url) = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+                    return Some(url);
+                }
+                env("OTEL_EXPORTER_OTLP_ENDPOINT")?
+            }
+            configured => configured.to_owned(),
+        };
+        let base = base.trim_end_matches('/');
+        Some(if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        })
+    }
+}
+
 /// Logging: output format and filter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +173,83 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// Bearer-token (JWT) authentication of `/v1` requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a valid token on `/v1` (default). Switch off only for local use.
+    pub enabled: bool,
+    /// HS256 shared secret, at least 32 bytes ("" = none); `file:/path` reads it from a file.
+    pub hs256_secret: Secret,
+    /// PEM public key (RSA -> RS256, P-256 -> ES256, Ed25519 -> EdDSA); "" = none.
+    pub public_key_file: String,
+    /// JWKS JSON file; the token's `kid` selects the key; "" = none.
+    pub jwks_file: String,
+    /// Required `iss` claim ("" = not checked).
+    pub issuer: String,
+    /// Required `aud` claim ("" = tokens must not carry an `aud`).
+    pub audience: String,
+    /// Clock skew tolerated for `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Let anonymous clients read items (GET/HEAD on `/v1/items*`); writes still need a token.
+    pub public_reads: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hs256_secret: Secret::new(""),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: Duration::from_secs(30),
+            public_reads: false,
+        }
+    }
+}
+
+/// Per-client request rate limiting (client = token subject, else IP address).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained requests per second per client.
+    pub per_second: u32,
+    /// Requests a client may send at once before the sustained rate applies.
+    pub burst: u32,
+    /// Peers (IP addresses or CIDRs) whose `X-Forwarded-For`/`Forwarded` headers name the
+    /// client; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Clients tracked at most; beyond this new clients share hashed buckets.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: 50,
+            burst: 100,
+            trusted_proxies: Vec::new(),
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// Browser-facing response policy: HSTS and CORS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Send `Strict-Transport-Security` (only behind TLS termination).
+    pub hsts: bool,
+    /// Origins allowed to call the API from a browser (e.g. `https://app.example.com`);
+    /// empty = CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 /// Log line format.
@@ -309,13 +437,68 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(bad("log.level", format!("not a valid filter ({e})")));
         }
+        if h.max_connections == 0 {
+            return Err(bad("http.max_connections", "must be at least 1".into()));
+        }
+        self.validate_security(figment)
+    }
+
+    fn validate_security(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| -> ConfigError {
+            ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
+        };
+        let a = &self.auth;
+        if a.leeway > Duration::from_secs(300) {
+            return Err(bad("auth.leeway", "must be at most 5m".into()));
+        }
+        if let Err(e) = crate::auth::keys::Verifier::from_config(a) {
+            let key = e.key();
+            let source = if key == "auth" {
+                source_of(figment, "auth.enabled")
+            } else {
+                source_of(figment, key)
+            };
+            return Err(ConfigError(format!("key `{key}` {source}: {e}")));
+        }
+        let r = &self.rate_limit;
+        if r.per_second == 0 {
+            return Err(bad("rate_limit.per_second", "must be at least 1".into()));
+        }
+        if r.burst == 0 {
+            return Err(bad("rate_limit.burst", "must be at least 1".into()));
+        }
+        if r.max_clients < 16 {
+            return Err(bad("rate_limit.max_clients", "must be at least 16".into()));
+        }
+        if let Err(e) = crate::http::client_ip::parse_proxies(&r.trusted_proxies) {
+            return Err(bad("rate_limit.trusted_proxies", e));
+        }
+        if let Err(e) = crate::http::hardening::parse_origins(&self.security.cors_origins) {
+            return Err(bad("security.cors_origins", e));
+        }
         Ok(())
+    }
+
+    /// Just `http.listen`, read leniently (for `shipshape healthcheck`, which must work even
+    /// when other keys are invalid).
+    pub fn listen_addr(sources: &Sources) -> Option<SocketAddr> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = sources.file.as_ref().filter(|f| f.exists()) {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(env_provider())
+            .extract_inner("http.listen")
+            .ok()
     }
 
     /// The effective configuration as TOML, with every secret redacted (`shipshape config`).
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = Secret::new(crate::db::redact_url(self.database.url.expose()));
+        if !self.auth.hs256_secret.expose().is_empty() {
+            shown.auth.hs256_secret = Secret::new("[redacted]");
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
@@ -341,11 +524,30 @@ fn describe_source(metadata: Option<&figment::Metadata>, key: &str) -> String {
     }
 }
 
-/// `SHIPSHAPE_*` variables with `__` for nesting. `SHIPSHAPE_CONFIG` names the file and
-/// `SHIPSHAPE_TEST_*` belong to the test suite, so neither is a config key.
+/// `SHIPSHAPE_*` variables with `__` for nesting.
+///
+/// A variable is read as configuration when it uses the nesting syntax (`SHIPSHAPE_X__Y`) or
+/// starts with a section name (so the typo `SHIPSHAPE_DATABASE_URL` is an error, not ignored).
+/// Other `SHIPSHAPE_*` variables are not ours to judge: `SHIPSHAPE_CONFIG` (the file), the test
+/// suite's `SHIPSHAPE_TEST_*`, build inputs such as `SHIPSHAPE_GIT_REVISION`, and the
+/// `SHIPSHAPE_SERVICE_HOST`/`SHIPSHAPE_PORT_*` variables Kubernetes injects for a Service named
+/// `shipshape`.
 fn env_provider() -> Env {
+    let sections: Vec<String> = match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     Env::prefixed(ENV_PREFIX)
-        .filter(|key| key != "config" && !key.as_str().to_ascii_lowercase().starts_with("test_"))
+        .filter(move |key| {
+            let key = key.as_str().to_ascii_lowercase();
+            if key == "config" || key.starts_with("test_") {
+                return false;
+            }
+            key.contains("__")
+                || sections
+                    .iter()
+                    .any(|s| key.starts_with(&format!("{s}_")) || key == *s)
+        })
         .split("__")
 }
 

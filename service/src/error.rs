@@ -8,7 +8,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{http::trace::current_trace_id, items::store::StoreError};
+use crate::{auth::AuthError, http::trace::current_trace_id, items::store::StoreError};
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -73,6 +73,19 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// No valid bearer token (401 with an RFC 6750 `WWW-Authenticate` challenge).
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    /// The token lacks the scope the operation needs (403 `insufficient_scope`).
+    #[error("this operation needs a token with the `{0}` scope")]
+    InsufficientScope(&'static str),
+    /// The client exceeded its rate limit (429 with `Retry-After` and `RateLimit` headers).
+    #[error("too many requests: retry in {retry_after} s")]
+    RateLimited {
+        retry_after: u64,
+        policy: String,
+        status: String,
+    },
     #[error("the service is overloaded, retry later")]
     Overloaded,
     #[error("the request took too long and was cancelled")]
@@ -119,6 +132,17 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
+            ),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            InsufficientScope(_) => (
+                StatusCode::FORBIDDEN,
+                "insufficient-scope",
+                "Insufficient scope",
+            ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
             ),
             Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -184,9 +208,53 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        match &self {
+            ApiError::Unauthorized(e) => {
+                headers.insert(header::WWW_AUTHENTICATE, bearer_challenge(e));
+            }
+            ApiError::InsufficientScope(scope) => {
+                let v = format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", \
+                     error_description=\"{}\", scope=\"{scope}\"",
+                    self
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::RateLimited {
+                retry_after,
+                policy,
+                status,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                for (name, value) in [("ratelimit-policy", policy), ("ratelimit", status)] {
+                    if let Ok(v) = HeaderValue::from_str(value) {
+                        headers.insert(name, v);
+                    }
+                }
+            }
+            _ => {}
+        }
         response.extensions_mut().insert(ErrorKind(slug));
         response
     }
+}
+
+/// The `realm` of the bearer challenges.
+pub const REALM: &str = "shipshape";
+
+/// RFC 6750 challenge: no `error` when no token was sent, `invalid_token` otherwise. The
+/// description is one of the fixed `AuthError` texts (no quotes or backslashes in them).
+fn bearer_challenge(e: &AuthError) -> HeaderValue {
+    let v = match e {
+        AuthError::Missing => format!("Bearer realm=\"{REALM}\""),
+        e => format!(
+            "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+            e.to_string().replace(['"', '\\'], "'")
+        ),
+    };
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("Bearer realm=\"shipshape\""))
 }
 
 /// Marks an error response with its problem slug, for metrics and the request log.

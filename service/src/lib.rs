@@ -1,5 +1,7 @@
 //! shipshape: a production-grade items REST service (library root; the binary is a thin CLI).
+#![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -1,4 +1,5 @@
 //! The `shipshape` binary: parses the command line, loads config, and runs the chosen command.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     let config = Config::load(&Sources::from_env());
     if let Command::Healthcheck { url, timeout } = command {
         // Works even with a broken config: the probe then checks the default port.
-        let port = config.as_ref().map_or(8080, |c| c.http.listen.port());
+        let port = Config::listen_addr(&Sources::from_env()).map_or(8080, |a| a.port());
         let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/readyz"));
         return run_async(async move { healthcheck::check(&url, timeout).await });
     }
@@ -34,11 +35,11 @@ fn main() -> ExitCode {
             print!("{}", config.redacted_toml());
             ExitCode::SUCCESS
         }
+        Command::Token { sub, scopes, ttl } => token(&config, &sub, &scopes, ttl),
         Command::Migrate => {
-            if let Err(e) = telemetry::init(&config.log) {
-                eprintln!("shipshape: cannot set up logging: {e:#}");
+            let Some(_telemetry) = init_telemetry(&config, false) else {
                 return ExitCode::FAILURE;
-            }
+            };
             run_async(async move {
                 let store = db::connect(&config.database).await?;
                 tracing::info!(backend = store.backend(), "migrations applied");
@@ -47,11 +48,53 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve | Command::Healthcheck { .. } => {
-            if let Err(e) = telemetry::init(&config.log) {
-                eprintln!("shipshape: cannot set up logging: {e:#}");
+            let Some(telemetry) = init_telemetry(&config, true) else {
                 return ExitCode::FAILURE;
-            }
-            run_async(serve(config))
+            };
+            let code = run_async(serve(config));
+            telemetry.shutdown();
+            code
+        }
+    }
+}
+
+/// Logging (and, when `export`, span export); `None` after saying why on stderr.
+fn init_telemetry(config: &Config, export: bool) -> Option<telemetry::Telemetry> {
+    let no_export = shipshape::config::TelemetryConfig::default();
+    let traces = if export {
+        &config.telemetry
+    } else {
+        &no_export
+    };
+    match telemetry::init(&config.log, traces, export) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("shipshape: cannot set up logging: {e:#}");
+            None
+        }
+    }
+}
+
+/// `shipshape token`: prints an HS256 token signed with the configured secret.
+fn token(config: &Config, sub: &str, scopes: &[String], ttl: std::time::Duration) -> ExitCode {
+    let scopes: Vec<String> = scopes
+        .iter()
+        .flat_map(|s| s.split([' ', ',']))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if sub.is_empty() || ttl.is_zero() {
+        eprintln!("shipshape: token needs a non-empty --sub and a --ttl greater than 0");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match shipshape::auth::keys::mint_hs256(&config.auth, sub, &scopes, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key());
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

@@ -134,6 +134,16 @@ fn config_command_prints_effective_config_with_secrets_redacted() {
         &[
             ("SHIPSHAPE_DATABASE__URL", &file_ref),
             ("SHIPSHAPE_LOG__LEVEL", "warn"),
+            (
+                "SHIPSHAPE_AUTH__HS256_SECRET",
+                "hunter3-hunter3-hunter3-hunter3-hunter3",
+            ),
+            // Not configuration: Kubernetes service links for a Service named shipshape, and
+            // a build input. They must not stop the service from starting.
+            ("SHIPSHAPE_SERVICE_HOST", "10.96.0.12"),
+            ("SHIPSHAPE_PORT", "tcp://10.96.0.12:8080"),
+            ("SHIPSHAPE_PORT_8080_TCP_ADDR", "10.96.0.12"),
+            ("SHIPSHAPE_GIT_REVISION", "abc123"),
         ],
     );
     assert!(
@@ -158,6 +168,8 @@ fn config_command_prints_effective_config_with_secrets_redacted() {
         Some("postgres://app:***@db.internal:5432/app")
     );
     assert!(!text.contains("hunter2"));
+    assert_eq!(parsed["auth"]["hs256_secret"].as_str(), Some("[redacted]"));
+    assert!(!text.contains("hunter3"));
 }
 
 #[test]
@@ -193,6 +205,9 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SHIPSHAPE_HTTP__LISTEN", &listen)
             .env("SHIPSHAPE_DATABASE__URL", db_url)
+            // Load tests from one address: no auth, no rate limit (tests/security.rs has those).
+            .env("SHIPSHAPE_AUTH__ENABLED", "false")
+            .env("SHIPSHAPE_RATE_LIMIT__ENABLED", "false")
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())

@@ -5,7 +5,13 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::AppState;
-use crate::{error, http::probes, items};
+use crate::{
+    auth::middleware::{SCOPE_READ, SCOPE_WRITE},
+    config::Config,
+    error::{self, PROBLEM_JSON},
+    http::probes,
+    items,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +34,7 @@ use crate::{error, http::probes, items};
     components(schemas(
         items::model::Item,
         items::model::ItemInput,
+        items::model::ItemPatch,
         items::api::ItemPage,
         error::Problem,
         error::FieldError,
@@ -41,6 +48,109 @@ use crate::{error, http::probes, items};
 pub struct ApiDoc;
 
 /// `/openapi.json` and the Swagger UI at `/docs` (assets compiled into the binary).
-pub fn routes() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+pub fn routes(config: &Config) -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", openapi(config)))
+}
+
+/// Name of the bearer security scheme in the document.
+pub const BEARER: &str = "bearer";
+
+/// The OpenAPI document as this instance enforces it: the bearer scheme and the 401/403
+/// answers when auth is on (reads optionally anonymous), 429 when rate limiting is on.
+pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{
+        Content, Ref, ResponseBuilder,
+        header::Header,
+        schema::{ObjectBuilder, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    };
+    let mut doc = ApiDoc::openapi();
+    let auth = config.auth.enabled;
+    if auth {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "JWT with `sub`, `exp` and a space-separated `scope` claim: \
+                         `items:read` for GET, `items:write` for changes",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+    let string = || ObjectBuilder::new().schema_type(Type::String).build();
+    let problem = |description: &str, headers: &[(&str, &str)]| {
+        let mut r = ResponseBuilder::new().description(description).content(
+            PROBLEM_JSON,
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        );
+        for (name, about) in headers {
+            let mut h = Header::new(string());
+            h.description = Some((*about).to_owned());
+            r = r.header(*name, h);
+        }
+        r.build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let ops = [
+            (&mut item.get, true),
+            (&mut item.post, false),
+            (&mut item.put, false),
+            (&mut item.patch, false),
+            (&mut item.delete, false),
+        ];
+        for (op, read) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let responses = &mut op.responses.responses;
+            if auth {
+                let scope = if read { SCOPE_READ } else { SCOPE_WRITE };
+                let mut security = vec![SecurityRequirement::new(BEARER, [scope])];
+                if read && config.auth.public_reads {
+                    security.push(SecurityRequirement::default());
+                }
+                op.security = Some(security);
+                responses.insert(
+                    "401".into(),
+                    problem(
+                        "Missing, malformed, expired or otherwise invalid bearer token",
+                        &[("WWW-Authenticate", "RFC 6750 Bearer challenge")],
+                    )
+                    .into(),
+                );
+                responses.insert(
+                    "403".into(),
+                    problem(
+                        "The token lacks the scope this operation needs",
+                        &[("WWW-Authenticate", "RFC 6750 insufficient_scope challenge")],
+                    )
+                    .into(),
+                );
+            }
+            if config.rate_limit.enabled {
+                responses.insert(
+                    "429".into(),
+                    problem(
+                        "Rate limit exceeded",
+                        &[
+                            ("Retry-After", "Seconds to wait before retrying"),
+                            ("RateLimit", "Remaining quota (IETF RateLimit header draft)"),
+                            (
+                                "RateLimit-Policy",
+                                "Quota policy (IETF RateLimit header draft)",
+                            ),
+                        ],
+                    )
+                    .into(),
+                );
+            }
+        }
+    }
+    doc
 }

@@ -128,11 +128,46 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // serde_urlencoded decodes invalid UTF-8 lossily (to U+FFFD): refuse it instead.
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| !percent_decodes_to_utf8(q))
+        {
+            return Err(ApiError::BadRequest(
+                "invalid query string: not valid UTF-8 once percent-decoded".into(),
+            ));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| QueryParams(v))
             .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
     }
+}
+
+/// Whether every `&`-separated part of a query string is UTF-8 after percent-decoding.
+fn percent_decodes_to_utf8(query: &str) -> bool {
+    query.split('&').all(|part| {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match bytes[i] {
+                b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        std::str::from_utf8(&out).is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -145,6 +180,15 @@ mod tests {
             Ok(_) => panic!("accepted {body}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn query_strings_must_be_utf8() {
+        assert!(percent_decodes_to_utf8("q=caf%C3%A9&tag=a"));
+        assert!(percent_decodes_to_utf8("q=%&x=%4"));
+        assert!(percent_decodes_to_utf8(""));
+        assert!(!percent_decodes_to_utf8("q=%ff"));
+        assert!(!percent_decodes_to_utf8("a=1&q=%C3"));
     }
 
     #[test]

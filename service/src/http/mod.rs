@@ -1,9 +1,13 @@
 //! HTTP layer: application state, the router, and how requests flow through middleware.
 
+pub mod client_ip;
 pub mod docs;
 pub mod extract;
+pub mod hardening;
 pub mod middleware;
+pub mod otel;
 pub mod probes;
+pub mod ratelimit;
 pub mod server;
 pub mod trace;
 
@@ -15,7 +19,10 @@ use std::sync::{
 use axum::{Router, extract::DefaultBodyLimit, routing::get};
 use tokio::sync::Semaphore;
 
-use crate::{config::Config, error::ApiError, items, items::store::ItemStore, metrics::Metrics};
+use crate::{
+    auth::middleware::Guard, config::Config, error::ApiError, items, items::store::ItemStore,
+    metrics::Metrics,
+};
 
 /// Shared by every request.
 #[derive(Clone)]
@@ -25,17 +32,21 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Permits for concurrently served API requests (load shedding beyond).
     pub permits: Arc<Semaphore>,
+    /// Authentication and rate limiting.
+    pub guard: Arc<Guard>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn ItemStore>, metrics: Arc<Metrics>, config: Arc<Config>) -> Self {
         let permits = Arc::new(Semaphore::new(config.http.max_concurrent_requests));
+        let guard = Arc::new(Guard::new(&config));
         Self {
             store,
             metrics,
             config,
             permits,
+            guard,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -66,24 +77,36 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::limits,
         ));
-    Router::new()
+    let mut app = Router::new()
         .merge(api)
         .merge(probes::routes())
-        .merge(docs::routes())
+        .merge(docs::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::problem_for_bare_errors,
         ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            middleware::panic_response,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::observe,
-        ))
-        .with_state(state)
+            crate::auth::middleware::guard,
+        ));
+    // CORS (when origins are configured) answers preflights before authentication.
+    if let Some(cors) = hardening::cors_layer(&state.config.security.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        middleware::panic_response,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::observe,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        hardening::security_headers,
+    ))
+    .with_state(state)
 }
 
 /// A separate router that serves only `/metrics` (for `http.metrics_listen`).
@@ -91,6 +114,10 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(probes::metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            hardening::security_headers,
+        ))
         .with_state(state)
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     cursor,
-    model::{Item, ItemInput},
+    model::{Item, ItemInput, ItemPatch, NewItem},
     store::{CreateOutcome, Idempotency, ListQuery, WriteOutcome, now_micros},
 };
 use crate::{
@@ -44,10 +44,13 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Opaque cursor from a previous page's `next_cursor`.
+    #[param(pattern = "^(YzE[A-Za-z0-9_-]{21})?$")]
     pub cursor: Option<String>,
     /// Only items carrying this tag.
+    #[param(pattern = "^[a-z0-9-]{1,32}$")]
     pub tag: Option<String>,
     /// Only items whose name contains this text (case-insensitive).
+    #[param(max_length = 100)]
     pub q: Option<String>,
 }
 
@@ -99,6 +102,10 @@ fn condition(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Con
             }
             tags.push(tag.to_owned());
         }
+    }
+    if tags.is_empty() {
+        // An empty list names no entity tag: no condition (as if the header were absent).
+        return Ok(None);
     }
     Ok(Some(Condition::Tags(tags)))
 }
@@ -170,7 +177,7 @@ fn bad_key() -> ApiError {
 /// (with `Idempotent-Replayed: true`) and creates nothing; the same key with another body is 422.
 #[utoipa::path(post, path = "/v1/items", tag = "items",
     request_body(content = ItemInput, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Client-chosen key (1-255 printable ASCII) making retries safe")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Client-chosen key (1-255 printable ASCII) making retries safe")),
     responses(
         (status = 201, description = "Created", body = Item,
             headers(("Location" = String, description = "URL of the new item"), ("ETag" = String, description = "Entity tag of the item"))),
@@ -340,7 +347,7 @@ pub async fn replace(
 
 /// Change some fields with a JSON merge patch (RFC 7396); `null` removes optional fields.
 #[utoipa::path(patch, path = "/v1/items/{id}", tag = "items",
-    request_body(content = Object, content_type = "application/merge-patch+json", description = "Fields to change (RFC 7396)"),
+    request_body(content = ItemPatch, content_type = "application/merge-patch+json", description = "Fields to change (RFC 7396)"),
     params(("id" = String, Path, format = Uuid, description = "Item id"),
            ("If-Match" = Option<String>, Header, description = "ETag the change is based on")),
     responses(
@@ -361,16 +368,13 @@ pub async fn patch(
     let if_match = condition(&headers, header::IF_MATCH)?;
     for _ in 0..PATCH_ATTEMPTS {
         let current = state.store.get(id).await?.ok_or_else(not_found)?;
+        // An invalid patch is 422 whatever the precondition (as PUT validates its body first).
+        let fields = apply_merge_patch(&current, &patch)?;
         if let Some(cond) = &if_match
             && !cond.matches_strong(&current.etag())
         {
             return Err(stale());
         }
-        let mut doc = current.to_input_json();
-        json_patch::merge(&mut doc, &patch);
-        let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.into()))?;
-        let input: ItemInput = parse_json(&bytes)?;
-        let fields = input.into_new_item().map_err(ApiError::Validation)?;
         match state
             .store
             .update(id, &fields, Some(current.version), now_micros())
@@ -387,6 +391,16 @@ pub async fn patch(
     Err(ApiError::Conflict(
         "the item kept changing concurrently; retry".into(),
     ))
+}
+
+/// Applies a JSON merge patch (RFC 7396) to an item's writable fields and validates the
+/// result exactly like a PUT body: the outcome is a valid item or a 4xx error, never a panic.
+pub fn apply_merge_patch(current: &Item, patch: &serde_json::Value) -> Result<NewItem, ApiError> {
+    let mut doc = current.to_input_json();
+    json_patch::merge(&mut doc, patch);
+    let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(e.into()))?;
+    let input: ItemInput = parse_json(&bytes)?;
+    input.into_new_item().map_err(ApiError::Validation)
 }
 
 /// Delete an item; `If-Match` makes it conditional (412 when stale).
@@ -409,5 +423,125 @@ pub async fn delete(
         WriteOutcome::Done(()) => Ok(StatusCode::NO_CONTENT),
         WriteOutcome::NotFound => Err(not_found()),
         WriteOutcome::VersionMismatch => Err(stale()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::items::model::{MAX_PRICE_CENTS, MAX_QUANTITY, MAX_TAGS, Price, is_valid_tag};
+
+    fn item() -> Item {
+        let now = now_micros();
+        Item {
+            id: Uuid::now_v7(),
+            name: "cup".into(),
+            description: Some("a cup".into()),
+            price: Price::from_cents(1999),
+            quantity: 3,
+            tags: vec!["kitchen".into()],
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    /// Arbitrary JSON, biased towards the item's own field names so patches hit them.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            (0i64..10_000_000).prop_map(|c| json!(c as f64 / 100.0)),
+            ".{0,120}".prop_map(Value::String),
+            "[a-z0-9-]{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("name".to_owned()),
+                Just("description".to_owned()),
+                Just("price".to_owned()),
+                Just("quantity".to_owned()),
+                Just("tags".to_owned()),
+                ".{0,12}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..12).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn assert_valid(n: &NewItem) {
+        assert_eq!(n.name.trim(), n.name);
+        let chars = n.name.chars().count();
+        assert!((1..=100).contains(&chars), "{:?}", n.name);
+        assert!(!n.name.chars().any(char::is_control));
+        if let Some(d) = &n.description {
+            assert!(d.chars().count() <= 1000);
+        }
+        assert!(n.price.cents() > 0 && n.price.cents() <= MAX_PRICE_CENTS);
+        assert!((0..=MAX_QUANTITY).contains(&n.quantity));
+        assert!(n.tags.len() <= MAX_TAGS);
+        for (i, t) in n.tags.iter().enumerate() {
+            assert!(is_valid_tag(t));
+            assert!(!n.tags[..i].contains(t));
+        }
+    }
+
+    #[test]
+    fn empty_patch_keeps_the_item_and_null_removes_optional_fields() {
+        let current = item();
+        let same = apply_merge_patch(&current, &json!({})).unwrap();
+        assert_eq!(same.name, current.name);
+        assert_eq!(same.price, current.price);
+        assert_eq!(same.tags, current.tags);
+        let cleared =
+            apply_merge_patch(&current, &json!({"description": null, "tags": null})).unwrap();
+        assert_eq!(cleared.description, None);
+        assert!(cleared.tags.is_empty());
+        assert!(matches!(
+            apply_merge_patch(&current, &json!({"name": null})),
+            Err(ApiError::Validation(_))
+        ));
+        assert!(matches!(
+            apply_merge_patch(&current, &json!({"id": "x"})),
+            Err(ApiError::Validation(_))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any patch document yields a valid item or a client error (never a panic, never a 5xx,
+        /// never an invalid item).
+        #[test]
+        fn merge_patch_yields_a_valid_item_or_a_client_error(patch in json_value()) {
+            match apply_merge_patch(&item(), &patch) {
+                Ok(n) => assert_valid(&n),
+                Err(e) => prop_assert!(e.status().is_client_error(), "{e:?}"),
+            }
+        }
+
+        /// Patches that only touch known fields with well-typed values behave like a PUT.
+        #[test]
+        fn field_patches_apply(name in "[a-zA-Z ]{0,110}", cents in -5i64..200_000_000_000, quantity in any::<i64>()) {
+            let patch = json!({"name": name, "price": cents as f64 / 100.0, "quantity": quantity});
+            match apply_merge_patch(&item(), &patch) {
+                Ok(n) => {
+                    assert_valid(&n);
+                    prop_assert_eq!(n.name, name.trim());
+                    prop_assert_eq!(n.price.cents(), cents);
+                    prop_assert_eq!(n.quantity, quantity);
+                }
+                Err(ApiError::Validation(fields)) => prop_assert!(!fields.is_empty()),
+                Err(e) => prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
     }
 }

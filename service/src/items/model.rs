@@ -29,19 +29,23 @@ impl Price {
 
     /// The exact price a JSON number denotes, if it has at most two decimals.
     ///
-    /// Rust prints an `f64` as the shortest decimal that reads back as the same value, which is
-    /// the literal the client wrote (for any literal of up to 15 significant digits).
+    /// A decimal literal with up to two decimals parses to the double nearest to it; scaled by
+    /// 100 that double is within a few ulps of the integer cent count (for any literal of up to
+    /// 15 significant digits).
     pub fn from_decimal(value: f64) -> Option<Price> {
         if !value.is_finite() {
             return None;
         }
-        let text = format!("{value}");
-        let decimals = text.split_once('.').map_or(0, |(_, frac)| frac.len());
-        if decimals > 2 {
+        let scaled = value * 100.0;
+        let cents = scaled.round();
+        if cents.abs() > 1e15 {
             return None;
         }
-        let cents = (value * 100.0).round();
-        if cents.abs() > 1e15 {
+        // At most two decimals, up to binary floating-point noise: a client that computes
+        // 3 * 0.01 sends 0.030000000000000002, which is 3 cents. The tolerance (a few ulps of
+        // the cent count, at least 1e-9) is far below what a third decimal adds (>= 0.1 cent).
+        let tolerance = 1e-9_f64.max(cents.abs() * 4.0 * f64::EPSILON);
+        if (scaled - cents).abs() > tolerance {
             return None;
         }
         Some(Price(cents as i64))
@@ -111,7 +115,12 @@ impl Item {
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     /// Trimmed; 1 to 100 characters, no control characters.
-    #[schema(min_length = 1, max_length = 100, example = "Espresso cup")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "Espresso cup",
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     #[validate(
         length(
             min = 1,
@@ -123,25 +132,155 @@ pub struct ItemInput {
     pub name: String,
     /// Optional; up to 1000 characters.
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(
+        max_length = 1000,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     #[validate(
         length(max = 1000, message = "must be at most 1000 characters"),
         custom(function = "text_chars")
     )]
     pub description: Option<String>,
     /// Greater than 0, at most 1e9, at most two decimals.
-    #[schema(example = 19.99, exclusive_minimum = 0, maximum = 1_000_000_000)]
+    #[schema(
+        example = 19.99,
+        minimum = 0.01,
+        maximum = 1_000_000_000,
+        multiple_of = 0.01
+    )]
     #[validate(custom(function = "valid_price"))]
     pub price: f64,
     #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, example = 3)]
     #[validate(range(min = 0, max = MAX_QUANTITY, message = "must be an integer from 0 to 9007199254740991"))]
+    #[serde(deserialize_with = "integral")]
     pub quantity: i64,
     /// Up to 10 unique tags, each 1 to 32 characters of `a-z`, `0-9` and `-`.
     #[serde(default)]
-    #[schema(max_items = 10, example = json!(["kitchen", "ceramic"]))]
+    #[schema(schema_with = tags_schema, example = json!(["kitchen", "ceramic"]))]
     #[validate(custom(function = "valid_tags"))]
     pub tags: Vec<String>,
 }
+
+/// An integer, also when written with a zero fraction (`107.0` is the integer 107 in JSON
+/// Schema); other fractions and values beyond the exactly representable range are refused.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Integral;
+    impl serde::de::Visitor<'_> for Integral {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v.fract() == 0.0 && v.abs() <= MAX_QUANTITY as f64 {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Integral)
+}
+
+/// The `tags` schema: up to 10 unique tags of `[a-z0-9-]{1,32}`.
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(TAG_PATTERN)),
+        )
+        .max_items(Some(MAX_TAGS))
+        .unique_items(true)
+        .build()
+}
+
+/// The body of `PATCH /v1/items/{id}` as documented: a JSON merge patch (RFC 7396) naming only
+/// the fields to change; `null` clears `description` or `tags`. (The handler merges the raw
+/// JSON and validates the result like a PUT body; this type only describes it.)
+pub struct ItemPatch;
+
+impl utoipa::PartialSchema for ItemPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, SchemaType, Type,
+        };
+        let string = |nullable: bool| {
+            if nullable {
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            } else {
+                ObjectBuilder::new().schema_type(Type::String)
+            }
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Fields to change (RFC 7396 merge patch); null clears description or tags",
+            ))
+            .property(
+                "name",
+                string(false)
+                    .min_length(Some(1))
+                    .max_length(Some(100))
+                    .pattern(Some(NAME_PATTERN)),
+            )
+            .property(
+                "description",
+                string(true)
+                    .max_length(Some(1000))
+                    .pattern(Some(DESCRIPTION_PATTERN)),
+            )
+            .property(
+                "price",
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0.01))
+                    .maximum(Some(1_000_000_000))
+                    .multiple_of(Some(0.01)),
+            )
+            .property(
+                "quantity",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(MAX_QUANTITY as f64)),
+            )
+            .property(
+                "tags",
+                ArrayBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+                    .items(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(TAG_PATTERN)),
+                    )
+                    .max_items(Some(MAX_TAGS))
+                    .unique_items(true),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ItemPatch {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ItemPatch".into()
+    }
+}
+
+/// A name: no control characters and at least one visible character (same as `ItemInput`).
+pub const NAME_PATTERN: &str =
+    "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// A description: no control characters except tab, newline and carriage return.
+pub const DESCRIPTION_PATTERN: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
+/// A tag.
+pub const TAG_PATTERN: &str = "^[a-z0-9-]{1,32}$";
 
 /// Validated, normalised item fields, ready to store.
 #[derive(Debug, Clone, PartialEq)]

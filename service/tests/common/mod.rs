@@ -68,7 +68,31 @@ pub fn test_config(url: &str) -> Config {
     c.http.shutdown_grace = Duration::from_secs(10);
     c.database.url = Secret::new(url);
     c.database.max_connections = 5;
+    // Auth and rate limiting are exercised in tests/security.rs; elsewhere they would only
+    // get in the way (tokens on every call, bursts of test traffic from one address).
+    c.auth.enabled = false;
+    c.rate_limit.enabled = false;
     c
+}
+
+/// A 48-byte HS256 secret for tests.
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123456789ab";
+
+/// Turns auth on with [`TEST_SECRET`] (a `spawn_with` tweak).
+pub fn with_auth(c: &mut Config) {
+    c.auth.enabled = true;
+    c.auth.hs256_secret = Secret::new(TEST_SECRET);
+}
+
+/// An HS256 token for `sub` with `scopes`, valid for an hour, signed with [`TEST_SECRET`].
+pub fn token(sub: &str, scopes: &[&str]) -> String {
+    let auth = shipshape::config::AuthConfig {
+        hs256_secret: Secret::new(TEST_SECRET),
+        ..Default::default()
+    };
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    shipshape::auth::keys::mint_hs256(&auth, sub, &scopes, Duration::from_secs(3600))
+        .expect("mint token")
 }
 
 impl TestApp {
