@@ -12,6 +12,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' || rustup component add llvm-tools
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 ensure_cargo cargo-llvm-cov cargo-llvm-cov
+# promtool and prometheus: the observability tests check the live scrape with the real consumers.
+ensure_apt promtool prometheus
 
 log "rustfmt"
 cargo fmt --all --check

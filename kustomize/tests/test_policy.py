@@ -245,15 +245,19 @@ def test_prod_database_url_and_auth_secret_are_file_mounts():
     assert not any(e.get("valueFrom", {}).get("secretKeyRef") for e in c["env"]), "secrets as files, not env"
 
 
-@pytest.mark.parametrize("target", list(TARGETS))
-def test_no_auth_keys_before_issue_4(target):
-    """The binary rejects unknown keys: no [auth] may reach it until issue 4 lands."""
-    docs = rendered(target)
-    for cm in find(docs, "ConfigMap"):
-        if "shipshape.toml" in cm.get("data", {}):
-            assert "auth" not in tomllib.loads(cm["data"]["shipshape.toml"])
-    for e in app_container(one(docs, "Deployment"))["env"]:
-        assert not e["name"].startswith(("SHIPSHAPE_AUTH", "SHIPSHAPE_TELEMETRY")), e["name"]
+def test_auth_is_on_in_prod_with_the_key_from_the_secret_and_off_in_dev():
+    """Prod: auth on (the default) with the HS256 key read from the mounted shipshape-auth
+    Secret; dev: explicitly off for local use."""
+    prod = one(rendered("prod"), "Deployment")
+    c = app_container(prod)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env.get("SHIPSHAPE_AUTH__ENABLED", "true") != "false"
+    key = env["SHIPSHAPE_AUTH__HS256_SECRET"]
+    assert key.startswith("file:"), key
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert key.removeprefix("file:").startswith(mounts["auth"] + "/"), (key, mounts)
+    dev = {e["name"]: e.get("value") for e in app_container(one(rendered("dev"), "Deployment"))["env"]}
+    assert dev.get("SHIPSHAPE_AUTH__ENABLED") == "false"
 
 
 def test_servicemonitor_scrapes_port_http_metrics():

@@ -3,9 +3,15 @@
 use std::sync::atomic::AtomicI64;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::{Registry, Unit},
 };
 
 use crate::items::store::PoolStats;
@@ -43,11 +49,50 @@ const DURATION_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// Histogram bucket bounds for body sizes: 0 to 1 MiB.
+const SIZE_BUCKETS: [f64; 9] = [
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+];
+
+/// Histogram bucket bounds for waiting on a pooled database connection: 10 us to 5 s.
+pub const ACQUIRE_BUCKETS: [f64; 12] = [
+    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// Which text format a scraper asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// OpenMetrics unless the `Accept` header asks for `text/plain` and not OpenMetrics.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if !a.contains("application/openmetrics-text") && a.contains("text/plain") => {
+                Format::Prometheus
+            }
+            _ => Format::OpenMetrics,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 /// Every metric the service exports, registered once at start-up.
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<RequestLabels, Histogram>,
+    pub request_size: Family<RequestLabels, Histogram>,
+    pub response_size: Family<RequestLabels, Histogram>,
     pub in_flight: Gauge,
     pub rejected: Family<RejectLabels, Counter>,
     pool: Family<PoolLabels, Gauge<i64, AtomicI64>>,
@@ -55,7 +100,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// Registers every metric; `acquire_wait` is the store's connection-acquire histogram.
+    pub fn new(acquire_wait: Histogram) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -69,9 +115,31 @@ impl Metrics {
         registry.register_with_unit(
             "http_server_request_duration",
             "Time from request head received to response head sent",
-            prometheus_client::registry::Unit::Seconds,
+            Unit::Seconds,
             duration.clone(),
         );
+        let size = || Histogram::new(SIZE_BUCKETS.iter().copied());
+        let request_size = Family::<RequestLabels, Histogram>::new_with_constructor(size);
+        registry.register_with_unit(
+            "http_server_request_body_size",
+            "Size of request bodies as declared by Content-Length",
+            Unit::Bytes,
+            request_size.clone(),
+        );
+        let response_size = Family::<RequestLabels, Histogram>::new_with_constructor(size);
+        registry.register_with_unit(
+            "http_server_response_body_size",
+            "Size of response bodies",
+            Unit::Bytes,
+            response_size.clone(),
+        );
+        registry.register_with_unit(
+            "shipshape_db_pool_acquire_duration",
+            "Time spent waiting for a pooled database connection",
+            Unit::Seconds,
+            acquire_wait,
+        );
+        registry.register_collector(Box::new(ProcessCollector));
         let in_flight = Gauge::default();
         registry.register(
             "http_server_requests_in_flight",
@@ -109,6 +177,8 @@ impl Metrics {
             registry,
             requests,
             duration,
+            request_size,
+            response_size,
             in_flight,
             rejected,
             pool,
@@ -121,8 +191,8 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
-    /// Renders the registry in the OpenMetrics text format, with pool figures taken now.
-    pub fn render(&self, pool: PoolStats) -> String {
+    /// Renders the registry in `format`, with pool figures taken now.
+    pub fn render(&self, pool: PoolStats, format: Format) -> String {
         let idle = i64::from(pool.idle);
         self.pool
             .get_or_create(&PoolLabels { state: "idle" })
@@ -132,7 +202,15 @@ impl Metrics {
             .set(i64::from(pool.size) - idle);
         self.pool_max.set(i64::from(pool.max));
         let mut out = String::with_capacity(8 * 1024);
-        if let Err(e) = encode(&mut out, &self.registry) {
+        let encoded = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
+        if let Err(e) = encoded {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
@@ -141,6 +219,131 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(Histogram::new(ACQUIRE_BUCKETS.iter().copied()))
+    }
+}
+
+/// The standard `process_*` metrics, read from `/proc/self` at scrape time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl ProcessCollector {
+    fn gauge(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        value: f64,
+    ) -> std::fmt::Result {
+        let g = ConstGauge::new(value);
+        g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        let Ok(stat) = me.stat() else { return Ok(()) };
+        let ticks = procfs::ticks_per_second() as f64;
+        let page = procfs::page_size() as f64;
+        let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent in seconds",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let e = &mut encoder;
+        Self::gauge(
+            e,
+            "process_resident_memory",
+            "Resident memory size in bytes",
+            Some(&Unit::Bytes),
+            stat.rss as f64 * page,
+        )?;
+        Self::gauge(
+            e,
+            "process_virtual_memory",
+            "Virtual memory size in bytes",
+            Some(&Unit::Bytes),
+            stat.vsize as f64,
+        )?;
+        Self::gauge(
+            e,
+            "process_threads",
+            "Number of OS threads in the process",
+            None,
+            stat.num_threads as f64,
+        )?;
+        if let Ok(boot) = procfs::boot_time_secs() {
+            let start = boot as f64 + stat.starttime as f64 / ticks;
+            Self::gauge(
+                e,
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds",
+                Some(&Unit::Seconds),
+                start,
+            )?;
+        }
+        if let Ok(fds) = me.fd_count() {
+            Self::gauge(
+                e,
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                fds as f64,
+            )?;
+        }
+        if let Ok(limits) = me.limits()
+            && let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit
+        {
+            Self::gauge(
+                e,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                None,
+                max as f64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_the_text_format() {
+        assert_eq!(Format::negotiate(None), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4")),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn renders_both_formats_with_process_metrics() {
+        let m = Metrics::default();
+        let om = m.render(PoolStats::default(), Format::OpenMetrics);
+        assert!(om.contains("# TYPE process_cpu_seconds counter"), "{om}");
+        assert!(om.contains("process_resident_memory_bytes "));
+        assert!(om.contains("process_open_fds "));
+        assert!(om.ends_with("# EOF\n"));
+        let prom = m.render(PoolStats::default(), Format::Prometheus);
+        assert!(
+            prom.contains("# TYPE process_cpu_seconds_total counter"),
+            "{prom}"
+        );
+        assert!(!prom.contains("# EOF"));
     }
 }

@@ -44,7 +44,11 @@ impl Application {
             ),
             None => None,
         };
-        let state = AppState::new(store, Arc::new(Metrics::new()), Arc::new(config));
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(Metrics::new(store.acquire_wait())),
+            Arc::new(config),
+        );
         Ok(Self {
             state,
             listener,

@@ -1,27 +1,130 @@
-//! Logging set-up: JSON lines (production) or a human format, filtered with `EnvFilter` syntax.
+//! Logging and tracing set-up: JSON lines (or a human format) filtered with `EnvFilter`, and
+//! optional OpenTelemetry span export over OTLP/HTTP.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{LogConfig, LogFormat};
+use anyhow::Context as _;
+use opentelemetry::{KeyValue, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
 
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&cfg.level)?;
-    let registry = tracing_subscriber::registry().with(filter);
-    match cfg.format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_target(true),
-            )
-            .try_init()?,
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init()?,
+use crate::config::{LogConfig, LogFormat, TelemetryConfig};
+
+/// Whether spans are exported (the request path then takes trace ids from OpenTelemetry).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// True when an OpenTelemetry exporter is installed.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Keeps the log writer and the exporter alive; `shutdown` flushes both.
+#[must_use]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl Telemetry {
+    /// Flushes and stops span export (call once, at the end of shutdown).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            match provider.shutdown() {
+                Ok(()) => tracing::info!(phase = "telemetry", "shutdown: spans flushed"),
+                Err(e) => tracing::warn!(error = %e, "shutdown: flushing spans failed"),
+            }
+        }
     }
-    // Panics become one structured error event instead of free text on stderr.
+}
+
+/// Installs the global subscriber. Call once, before anything logs. With `export`, spans go to
+/// the OTLP endpoint that `telemetry` (or the standard environment) names, if any.
+pub fn init(
+    log: &LogConfig,
+    telemetry: &TelemetryConfig,
+    export: bool,
+) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_new(&log.level)?;
+    // Log lines are written by a background thread, so request handlers never block on
+    // stdout, and lines written in a burst leave in one write. Not lossy: when the queue is
+    // full, logging waits rather than dropping lines.
+    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("shipshape-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let fmt_layer = match log.format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(writer)
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_writer(writer)
+            .with_target(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let endpoint = telemetry.traces_endpoint().filter(|_| export);
+    let provider = match &endpoint {
+        Some(endpoint) => Some(provider(endpoint, &telemetry.service_name)?),
+        None => None,
+    };
+    // The exporter sees request spans (info) and database spans (debug) whatever the log
+    // level; the log output never shows the database spans unless asked for.
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("shipshape"))
+            .with_filter(Targets::new().with_target("shipshape", tracing::Level::DEBUG))
+    });
+    tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()?;
+    if let Some(endpoint) = endpoint {
+        EXPORTING.store(true, Ordering::Relaxed);
+        tracing::info!(endpoint = %endpoint, "exporting spans over OTLP/HTTP");
+    }
+    install_panic_hook();
+    Ok(Telemetry {
+        provider,
+        _log_writer: log_writer,
+    })
+}
+
+fn provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .context("building the OTLP span exporter")?;
+    let instance = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attributes([
+            KeyValue::new("service.version", crate::VERSION),
+            KeyValue::new("service.instance.id", instance),
+        ])
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Panics become one structured error event instead of free text on stderr.
+fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let location = info
             .location()
@@ -35,5 +138,4 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
             .unwrap_or_default();
         tracing::error!(panic = %message, location = %location, "panic");
     }));
-    Ok(())
 }

@@ -108,6 +108,9 @@ impl ItemStore for Faulty {
     fn pool_stats(&self) -> PoolStats {
         self.inner.pool_stats()
     }
+    fn acquire_wait(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.inner.acquire_wait()
+    }
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }

@@ -13,7 +13,7 @@ use axum::{
 use tracing::Instrument;
 
 use super::{
-    AppState,
+    AppState, otel,
     trace::{TraceContext, parse_traceparent},
 };
 use crate::{error::ApiError, metrics::RequestLabels};
@@ -34,7 +34,6 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let ctx = TraceContext::new(parent);
     let method = method_label(req.method());
     let route = req
         .extensions()
@@ -61,11 +60,31 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
 
     let span = tracing::info_span!(
         "request",
-        trace_id = %ctx.trace_id_hex(),
-        span_id = %ctx.span_id_hex(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         method = %method,
         route = %route,
+        // OpenTelemetry HTTP server semantic conventions, recorded only when exporting.
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.request.method = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        url.path = tracing::field::Empty,
+        url.scheme = tracing::field::Empty,
+        client.address = tracing::field::Empty,
+        user_agent.original = tracing::field::Empty,
     );
+    let exporting = crate::telemetry::exporting();
+    let ctx = if exporting {
+        let matched = (route != "unmatched").then_some(route.as_str());
+        otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent)
+    } else {
+        TraceContext::new(parent)
+    };
+    span.record("trace_id", tracing::field::display(ctx.trace_id_hex()));
+    span.record("span_id", tracing::field::display(ctx.span_id_hex()));
     state.metrics.in_flight.inc();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     state.metrics.in_flight.dec();
@@ -85,6 +104,19 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .observe(elapsed.as_secs_f64());
 
     let response_size = response.body().size_hint().exact().unwrap_or(0);
+    state
+        .metrics
+        .request_size
+        .get_or_create(&labels)
+        .observe(request_size as f64);
+    state
+        .metrics
+        .response_size
+        .get_or_create(&labels)
+        .observe(response_size as f64);
+    if exporting {
+        otel::end_server_span(&span, status);
+    }
     span.in_scope(|| {
         tracing::info!(
             path = %path,

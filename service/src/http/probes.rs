@@ -11,9 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-
-/// OpenMetrics text exposition format, as `prometheus-client` writes it.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::metrics::Format;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -86,8 +84,11 @@ fn not_ready(status: &'static str, reason: String) -> Response {
 
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.store.pool_stats());
-    ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response()
+    responses((status = 200, description = "OpenMetrics text; the Prometheus text format 0.0.4 when Accept asks for text/plain",
+        content((String = "application/openmetrics-text"), (String = "text/plain")))))]
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let body = state.metrics.render(state.store.pool_stats(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }

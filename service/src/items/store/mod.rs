@@ -3,7 +3,10 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::time::Instant;
+
 use async_trait::async_trait;
+use prometheus_client::metrics::histogram::Histogram;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -129,6 +132,8 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Forgets idempotency keys recorded before `before`; returns how many.
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
     fn pool_stats(&self) -> PoolStats;
+    /// Histogram of time spent waiting for a pooled connection (registered by `Metrics`).
+    fn acquire_wait(&self) -> Histogram;
     fn backend(&self) -> &'static str;
 }
 
@@ -137,4 +142,20 @@ pub fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
         .unwrap_or(now)
+}
+
+/// Acquires a pooled connection, recording the wait in `histogram`.
+pub(crate) async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    histogram: &Histogram,
+) -> Result<sqlx::pool::PoolConnection<DB>, StoreError> {
+    let start = Instant::now();
+    let conn = pool.acquire().await;
+    histogram.observe(start.elapsed().as_secs_f64());
+    Ok(conn?)
+}
+
+/// A fresh acquire-wait histogram for a store.
+pub(crate) fn acquire_histogram() -> Histogram {
+    Histogram::new(crate::metrics::ACQUIRE_BUCKETS.iter().copied())
 }

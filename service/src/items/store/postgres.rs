@@ -5,18 +5,30 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::{Postgres, pool::PoolConnection};
+
 use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome,
+    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome, acquire,
+    acquire_histogram,
 };
 use crate::items::model::{Item, NewItem, Price};
 
 pub struct PgStore {
     pool: PgPool,
+    acquire_wait: Histogram,
 }
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            acquire_wait: acquire_histogram(),
+        }
+    }
+
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        acquire(&self.pool, &self.acquire_wait).await
     }
 }
 
@@ -46,7 +58,7 @@ impl PgStore {
             "SELECT fingerprint, item_id, response FROM idempotency_keys WHERE key = $1",
         )
         .bind(&idem.key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         let Some(row) = seen else { return Ok(None) };
         let fingerprint: String = row.try_get("fingerprint")?;
@@ -63,12 +75,14 @@ impl PgStore {
         &self,
         item: &Item,
         idempotency: Option<&Idempotency>,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         if let Some(idem) = idempotency {
             // Claim the key first: a concurrent request with the same key waits on this row
             // and then fails with a unique violation, after which it replays our response.
-            let body = serde_json::to_string(item).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let body =
+                serde_json::to_string(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO idempotency_keys (key, fingerprint, item_id, response, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -96,13 +110,14 @@ impl PgStore {
         .bind(item.version)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn missing_or_stale<T>(&self, id: Uuid) -> Result<WriteOutcome<T>, StoreError> {
         let exists = sqlx::query("SELECT 1 FROM items WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(if exists.is_some() {
             WriteOutcome::VersionMismatch
@@ -114,6 +129,7 @@ impl PgStore {
 
 #[async_trait]
 impl ItemStore for PgStore {
+    #[tracing::instrument(level = "debug", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "items"))]
     async fn create(
         &self,
         item: &Item,
@@ -126,7 +142,7 @@ impl ItemStore for PgStore {
         }
         match self.insert(item, idempotency).await {
             Ok(()) => Ok(CreateOutcome::Created(item.clone())),
-            Err(e) if is_unique_violation(&e) && idempotency.is_some() => {
+            Err(StoreError::Database(e)) if is_unique_violation(&e) && idempotency.is_some() => {
                 let idem = idempotency.ok_or(StoreError::Database(e))?;
                 match self.replay(idem).await? {
                     Some(outcome) => Ok(outcome),
@@ -135,20 +151,22 @@ impl ItemStore for PgStore {
                     )),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.as_ref().map(row_to_item).transpose()
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn list(&self, q: &ListQuery) -> Result<Vec<Item>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items \
@@ -161,11 +179,12 @@ impl ItemStore for PgStore {
         .bind(&q.tag)
         .bind(&q.name_contains)
         .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(row_to_item).collect()
     }
 
+    #[tracing::instrument(level = "debug", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "items"))]
     async fn update(
         &self,
         id: Uuid,
@@ -188,7 +207,7 @@ impl ItemStore for PgStore {
         .bind(&f.tags)
         .bind(now)
         .bind(expected)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         match row {
             Some(row) => Ok(WriteOutcome::Done(row_to_item(&row)?)),
@@ -196,6 +215,7 @@ impl ItemStore for PgStore {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "items"))]
     async fn delete(
         &self,
         id: Uuid,
@@ -206,7 +226,7 @@ impl ItemStore for PgStore {
         )
         .bind(id)
         .bind(expected)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         if done.rows_affected() == 1 {
             return Ok(WriteOutcome::Done(()));
@@ -214,8 +234,11 @@ impl ItemStore for PgStore {
         self.missing_or_stale(id).await
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -223,12 +246,17 @@ impl ItemStore for PgStore {
         self.pool.close().await;
     }
 
+    #[tracing::instrument(level = "debug", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    fn acquire_wait(&self) -> Histogram {
+        self.acquire_wait.clone()
     }
 
     fn pool_stats(&self) -> PoolStats {

@@ -5,18 +5,30 @@ use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::{Sqlite, pool::PoolConnection};
+
 use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome,
+    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome, acquire,
+    acquire_histogram,
 };
 use crate::items::model::{Item, NewItem, Price};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    acquire_wait: Histogram,
 }
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            acquire_wait: acquire_histogram(),
+        }
+    }
+
+    async fn conn(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        acquire(&self.pool, &self.acquire_wait).await
     }
 }
 
@@ -41,12 +53,13 @@ fn tags_json(tags: &[String]) -> String {
 
 #[async_trait]
 impl ItemStore for SqliteStore {
+    #[tracing::instrument(level = "debug", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "INSERT", db.collection.name = "items"))]
     async fn create(
         &self,
         item: &Item,
         idempotency: Option<&Idempotency>,
     ) -> Result<CreateOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.conn().await?;
         // IMMEDIATE takes the write lock now, so the key check and the inserts cannot interleave
         // with another writer (and never hit a lock-upgrade deadlock).
         let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
@@ -103,16 +116,18 @@ impl ItemStore for SqliteStore {
         Ok(CreateOutcome::Created(item.clone()))
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items WHERE id = ?1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.as_ref().map(row_to_item).transpose()
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn list(&self, q: &ListQuery) -> Result<Vec<Item>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items \
@@ -125,11 +140,12 @@ impl ItemStore for SqliteStore {
         .bind(&q.tag)
         .bind(&q.name_contains)
         .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(row_to_item).collect()
     }
 
+    #[tracing::instrument(level = "debug", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "UPDATE", db.collection.name = "items"))]
     async fn update(
         &self,
         id: Uuid,
@@ -152,7 +168,7 @@ impl ItemStore for SqliteStore {
         .bind(tags_json(&f.tags))
         .bind(now)
         .bind(expected)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         match row {
             Some(row) => Ok(WriteOutcome::Done(row_to_item(&row)?)),
@@ -160,6 +176,7 @@ impl ItemStore for SqliteStore {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "items"))]
     async fn delete(
         &self,
         id: Uuid,
@@ -168,7 +185,7 @@ impl ItemStore for SqliteStore {
         let done = sqlx::query("DELETE FROM items WHERE id = ?1 AND (?2 IS NULL OR version = ?2)")
             .bind(id)
             .bind(expected)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         if done.rows_affected() == 1 {
             return Ok(WriteOutcome::Done(()));
@@ -176,8 +193,11 @@ impl ItemStore for SqliteStore {
         self.missing_or_stale(id).await
     }
 
+    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -185,12 +205,17 @@ impl ItemStore for SqliteStore {
         self.pool.close().await;
     }
 
+    #[tracing::instrument(level = "debug", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    fn acquire_wait(&self) -> Histogram {
+        self.acquire_wait.clone()
     }
 
     fn pool_stats(&self) -> PoolStats {
@@ -211,7 +236,7 @@ impl SqliteStore {
     async fn missing_or_stale<T>(&self, id: Uuid) -> Result<WriteOutcome<T>, StoreError> {
         let exists = sqlx::query("SELECT 1 FROM items WHERE id = ?1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(if exists.is_some() {
             WriteOutcome::VersionMismatch

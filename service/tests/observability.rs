@@ -1,0 +1,578 @@
+//! Observability verified by its real consumers: promtool and a real Prometheus server scrape
+//! the live `/metrics`, an in-process OTLP/HTTP receiver decodes the exported spans, and every
+//! log line is parsed as JSON (and searched for secrets).
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, extract::State, routing::post};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{AnyValue, KeyValue, any_value},
+    trace::v1::Span,
+};
+use prost::Message;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shipshape");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The tool, or `None` after a loud message; in CI (`CI=true`) a missing tool fails the test.
+fn require_tool(name: &str) -> Option<PathBuf> {
+    let found = find_tool(name);
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but `{name}` is not installed (Debian package prometheus)");
+        }
+        eprintln!("\n!!! SKIPPING: `{name}` not found (apt-get install prometheus) !!!\n");
+    }
+    found
+}
+
+/// `shipshape serve` on a free port with JSON logs captured to a file.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let log = dir.join("server.log");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SHIPSHAPE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SHIPSHAPE_HTTP__DRAIN_DELAY", "0s")
+            .env("SHIPSHAPE_AUTH__ENABLED", "false")
+            .env(
+                "SHIPSHAPE_DATABASE__URL",
+                format!("sqlite://{}/db.sqlite", dir.display()),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, port, log };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(server.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            if let Ok(Some(s)) = server.child.try_wait() {
+                panic!(
+                    "server exited: {s}\n{}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "server not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGTERM and wait for exit 0; returns the log lines.
+    fn stop(mut self) -> Vec<String> {
+        Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn traffic(server: &Server) {
+    let c = reqwest::Client::new();
+    for i in 0..20 {
+        let r = c
+            .post(server.url("/v1/items"))
+            .json(&common::item(&format!("m{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(c.get(server.url(&loc)).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        c.get(server.url("/v1/items?limit=5"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(server.url("/v1/items/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        c.get(server.url("/wp-admin/x.php"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_live_scrape_in_both_formats() {
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    traffic(&server).await;
+    let c = reqwest::Client::new();
+    for accept in [
+        "text/plain;version=0.0.4",
+        "application/openmetrics-text;version=1.0.0",
+    ] {
+        let r = c
+            .get(server.url("/metrics"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = r.text().await.unwrap();
+        assert!(
+            ct.starts_with(accept.split(';').next().unwrap()),
+            "{accept} -> {ct}"
+        );
+        for name in [
+            "http_server_requests_total",
+            "http_server_request_duration_seconds_bucket",
+            "http_server_requests_in_flight",
+            "http_server_request_body_size_bytes_bucket",
+            "http_server_response_body_size_bytes_bucket",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "process_threads",
+            "shipshape_build_info",
+            "shipshape_db_pool_connections",
+            "shipshape_db_pool_acquire_duration_seconds_bucket",
+        ] {
+            assert!(body.contains(name), "{accept}: {name} missing");
+        }
+        if accept.starts_with("text/plain") {
+            let mut child = Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "promtool check metrics: exit {:?} {report}",
+                out.status.code()
+            );
+            assert!(
+                out.status.success(),
+                "promtool check metrics failed:\n{report}"
+            );
+        }
+    }
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_and_answers_rate_and_quantile_queries() {
+    let Some(prometheus) = require_tool("prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let prom_port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: shipshape\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = reqwest::Client::new();
+    let query = |q: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(format!("http://127.0.0.1:{prom_port}/api/v1/query"))
+                .query(&[("query", q)])
+                .send()
+                .await;
+            match r {
+                Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rate_q =
+        r#"sum by (method, route, status) (rate(http_server_requests_total{job="shipshape"}[1m]))"#;
+    let p95_q = r#"histogram_quantile(0.95, sum by (le, route) (rate(http_server_request_duration_seconds_bucket{job="shipshape", route="/v1/items"}[1m])))"#;
+    let (rates, p95) = loop {
+        traffic(&server).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let rates = query(rate_q).await;
+        let p95 = query(p95_q).await;
+        let has = |v: &Value, f: &dyn Fn(&Value) -> bool| {
+            v["data"]["result"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(f))
+        };
+        let ok_rates = has(&rates, &|s| {
+            s["metric"]["route"] == "/v1/items"
+                && s["metric"]["method"] == "POST"
+                && s["metric"]["status"] == "201"
+                && s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+        }) && has(&rates, &|s| {
+            s["metric"]["route"] == "unmatched" && s["metric"]["status"] == "404"
+        });
+        let ok_p95 = has(&p95, &|s| {
+            s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0 && v < 10.0)
+        });
+        if ok_rates && ok_p95 {
+            break (rates, p95);
+        }
+        if Instant::now() > deadline {
+            let _ = prom.kill();
+            panic!("Prometheus never returned the expected series:\nrate: {rates}\np95: {p95}");
+        }
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let series: Vec<String> = rates["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}", s["metric"]))
+        .collect();
+    assert!(
+        series.iter().all(|s| !s.contains("wp-admin")),
+        "raw paths never become labels"
+    );
+    eprintln!("Prometheus rate() series: {}", series.join(" "));
+    eprintln!(
+        "Prometheus p95 for /v1/items: {}",
+        p95["data"]["result"][0]["value"][1]
+    );
+    server.stop();
+}
+
+type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+async fn otlp_receiver() -> (u16, Received) {
+    let received: Received = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(|State(rx): State<Received>, body: Bytes| async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf");
+                rx.lock().unwrap().push(req);
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, received)
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn attr_str(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match attr(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+// Multi-threaded: the receiver must keep answering while the test blocks on the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
+    let (port, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    let c = reqwest::Client::new();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = c
+        .get(server.url("/v1/items?limit=3"))
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-trace-id"], trace);
+    let own = c.get(server.url("/healthz")).send().await.unwrap();
+    let own_trace = own.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let lines = server.stop();
+
+    let requests = received.lock().unwrap().clone();
+    let mut spans: Vec<(Span, Vec<KeyValue>)> = Vec::new();
+    for req in &requests {
+        for rs in &req.resource_spans {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                attr_str(&resource, "service.name").as_deref(),
+                Some("shipshape")
+            );
+            assert_eq!(
+                attr_str(&resource, "service.version").as_deref(),
+                Some(env!("CARGO_PKG_VERSION"))
+            );
+            assert!(attr_str(&resource, "service.instance.id").is_some());
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    spans.push((s.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server_span = spans
+        .iter()
+        .map(|(s, _)| s)
+        .find(|s| hex(&s.trace_id) == trace && s.kind == 2)
+        .unwrap_or_else(|| panic!("no server span for the trace; got {} spans", spans.len()));
+    assert_eq!(server_span.name, "GET /v1/items");
+    assert_eq!(
+        hex(&server_span.parent_span_id),
+        parent,
+        "parent from traceparent"
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "http.route").as_deref(),
+        Some("/v1/items")
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    let db_span = spans
+        .iter()
+        .map(|(s, _)| s)
+        .find(|s| hex(&s.trace_id) == trace && s.parent_span_id == server_span.span_id)
+        .expect("a database span under the server span");
+    assert_eq!(db_span.name, "SELECT items");
+    assert_eq!(db_span.kind, 3, "client span");
+    assert_eq!(
+        attr_str(&db_span.attributes, "db.system.name").as_deref(),
+        Some("sqlite")
+    );
+    assert!(
+        spans.iter().any(|(s, _)| hex(&s.trace_id) == own_trace),
+        "X-Trace-ID of a request without traceparent is the exported trace id"
+    );
+    let logged = lines.iter().filter(|l| l.contains(trace)).count();
+    assert!(logged >= 1, "the request log line carries the trace id");
+    eprintln!(
+        "OTLP: {} export requests, {} spans; server span {} with child {}",
+        requests.len(),
+        spans.len(),
+        server_span.name,
+        db_span.name
+    );
+}
+
+#[tokio::test]
+async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "pg-pass-Zx81";
+    let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctdGVzdCJ9.c2VjcmV0LXNpZ25hdHVyZQ";
+    if common::pg::skip_without_postgres() {
+        return;
+    }
+    // The test cluster trusts local connections, so the password is accepted and ignored:
+    // it is there to be kept out of every log line.
+    let url = common::pg::fresh_database().await.replacen(
+        "postgres@",
+        &format!("postgres:{password}@"),
+        1,
+    );
+    let secret_file = dir.path().join("db-url");
+    std::fs::write(&secret_file, format!("{url}\n")).unwrap();
+    let url_ref = format!("file:{}", secret_file.display());
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("SHIPSHAPE_DATABASE__URL", &url_ref),
+            ("SHIPSHAPE_LOG__LEVEL", "debug"),
+        ],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let r = c
+        .post(server.url("/v1/items"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("cookie", format!("session={token}"))
+        .header("user-agent", "log-test/1.0")
+        .header("x-request-id", "log-req-1")
+        .json(&common::item("logged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let trace = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let lines = server.stop();
+    assert!(lines.len() > 5);
+    let mut completed = None;
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string(),
+            "{line}"
+        );
+        if v["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("shipshape"))
+        {
+            assert!(v["message"].is_string(), "{line}");
+        }
+        assert!(!line.contains(password), "database password logged: {line}");
+        assert!(!line.contains(token), "bearer token logged: {line}");
+        if v["message"] == "request completed" && v["path"] == "/v1/items" {
+            completed = Some(v);
+        }
+    }
+    let v = completed.expect("a request completed line");
+    assert_eq!(v["span"]["trace_id"], trace.as_str());
+    assert_eq!(v["span"]["span_id"].as_str().map(str::len), Some(16));
+    assert_eq!(v["span"]["method"], "POST");
+    assert_eq!(v["span"]["route"], "/v1/items");
+    assert_eq!(v["status"], 201);
+    assert!(v["duration_ms"].as_f64().is_some());
+    assert!(v["request_size"].as_u64().unwrap() > 0);
+    assert!(v["response_size"].as_u64().unwrap() > 0);
+    assert!(v["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(v["user_agent"], "log-test/1.0");
+    assert_eq!(v["request_id"], "log-req-1");
+    let start = lines
+        .iter()
+        .find(|l| l.contains("\"message\":\"starting\""))
+        .expect("start-up line");
+    assert!(
+        start.contains("postgres:***@"),
+        "effective config logged, redacted: {start}"
+    );
+    for phase in ["signal", "drain", "stop-accepting", "drained", "done"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("\"phase\":\"{phase}\""))),
+            "shutdown phase {phase} logged"
+        );
+    }
+}
