@@ -137,11 +137,13 @@ fi
 bin=$(realpath "$bin")
 [ -x "$bin" ] || die "no binary at $bin"
 "$bin" --version
-# The binary reads every SHIPSHAPE_* variable as configuration and refuses unknown keys; these two
-# belong to the build (.ci/run exports the revision for build.rs) and to lib.sh, not to it.
+# These belong to the build (.ci/run exports the revision for build.rs) and to lib.sh.
 unset SHIPSHAPE_GIT_REVISION SHIPSHAPE_CI_CACHE
 
+# The deploy job runs these scripts against the dev overlay, which has auth and rate limiting
+# off (local use); the local instances here are configured the same way.
 export SHIPSHAPE_LOG__FORMAT=json SHIPSHAPE_HTTP__DRAIN_DELAY=1s
+export SHIPSHAPE_AUTH__ENABLED=false SHIPSHAPE_RATE_LIMIT__ENABLED=false
 
 log "workflows: smoke.sh against one local instance (SQLite)"
 port=$(free_port)
