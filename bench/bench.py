@@ -264,6 +264,13 @@ def run_backend(backend: str, binary, feats, args, workroot: pathlib.Path) -> di
 
         env = {"SHIPSHAPE_LOG__FORMAT": "json", "SHIPSHAPE_LOG__LEVEL": "info"}
         env.update(auth.env)
+        sink = None
+        if feats.telemetry and not args.no_telemetry:
+            sink = h.OtlpSink(wd, cpu=GENERATOR_CPU)
+            env.update(sink.env())
+            out["auth"].append("telemetry on (OTLP/HTTP span export to a local sink)")
+        else:
+            out["auth"].append("telemetry: no span export" + (" (--no-telemetry)" if feats.telemetry else " in this binary"))
         env.update(dict(kv.split("=", 1) for kv in args.env))
         out["server_env"] = {k: v for k, v in env.items() if "SECRET" not in k}
         svc = h.Service(binary, url, wd, env=env, cpu=SERVER_CPU, name=f"bench-{backend}").start()
@@ -319,6 +326,8 @@ def run_backend(backend: str, binary, feats, args, workroot: pathlib.Path) -> di
                 out["scenarios"]["fixed_rate"] = {"skipped": "oha not installed"}
         finally:
             out["exit_code"] = svc.stop(timeout=60)
+            if sink:
+                out["otlp_sink"] = sink.stop()
             out["log_bytes"] = svc.log_path.stat().st_size if svc.log_path.exists() else 0
         return out
     finally:
@@ -391,7 +400,7 @@ def markdown(results: dict) -> str:
                 f"| {b} | {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{r['max_ms']:.1f} | {r['errors']} | {cpu} | {r['peak_rss_mb']} |"
             )
-    lines += ["", "| backend | exec to /readyz 200 (median) | idle RSS (median) | auth |", "|---|---:|---:|---|"]
+    lines += ["", "| backend | exec to /readyz 200 (median) | idle RSS (median) | configuration |", "|---|---:|---:|---|"]
     for b, res in results["backends"].items():
         st = res["startup"]
         lines.append(f"| {b} | {st['ready_ms_median']} ms {st['ready_ms_all']} | {st['idle_rss_mb_median']} MB | {'; '.join(res['auth'])} |")
@@ -419,6 +428,7 @@ def main() -> int:
                     help="comma-separated subset of: health,write,read,mixed,list,fixed_rate")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra server environment, e.g. SHIPSHAPE_LOG__LEVEL=warn (for experiments)")
+    ap.add_argument("--no-telemetry", action="store_true", help="do not export spans (default: export to a local OTLP sink)")
     ap.add_argument("--command", default="bench/run.sh", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.smoke:

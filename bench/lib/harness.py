@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Features:
     auth: bool  # `shipshape token` exists: auth on with a minted token
     auth_config: bool  # an [auth] section exists (auth may be on by default)
     rate_limit: bool
+    telemetry: bool  # a [telemetry] section: spans can be exported over OTLP
     help: str
 
 
@@ -87,6 +89,7 @@ def features(binary: pathlib.Path) -> Features:
         auth=auth,
         auth_config="[auth]" in sections,
         rate_limit="[rate_limit]" in sections,
+        telemetry="[telemetry]" in sections,
         help=help_text,
     )
 
@@ -143,6 +146,31 @@ def clean_env(extra: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
     env.update(extra)
     return env
+
+
+class OtlpSink:
+    """bench/lib/otlp_sink.py as a subprocess (pinned to `cpu`): somewhere to export spans to."""
+
+    def __init__(self, workdir: pathlib.Path, cpu: int | None = None):
+        self.stats_path = workdir / "otlp-sink.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).with_name("otlp_sink.py")), str(self.stats_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+        )
+        self.port = int(self.proc.stdout.readline())
+
+    def env(self) -> dict:
+        return {"SHIPSHAPE_TELEMETRY__OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}"}
+
+    def stop(self) -> dict:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
 
 
 # --------------------------------------------------------------------------------------------

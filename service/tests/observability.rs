@@ -65,6 +65,7 @@ impl Server {
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
             .env("SHIPSHAPE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("SHIPSHAPE_HTTP__DRAIN_DELAY", "0s")
             .env("SHIPSHAPE_AUTH__ENABLED", "false")

@@ -26,6 +26,7 @@ fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
         .envs(env.iter().copied())
         .output()
         .expect("run shipshape")
@@ -203,6 +204,7 @@ impl Server {
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
             .env("SHIPSHAPE_HTTP__LISTEN", &listen)
             .env("SHIPSHAPE_DATABASE__URL", db_url)
             // Load tests from one address: no auth, no rate limit (tests/security.rs has those).
