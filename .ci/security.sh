@@ -113,7 +113,7 @@ fi
 # --- 2. cargo-audit ---------------------------------------------------------------------------
 log "cargo audit --no-fetch --deny warnings"
 audit_args=(--db "$db_repo" --no-fetch --deny warnings)
-while read -r id; do [ -n "$id" ] && audit_args+=(--ignore "$id"); done <"$work/deny.toml.ignore"
+while read -r id || [ -n "$id" ]; do [ -n "$id" ] && audit_args+=(--ignore "$id"); done <"$work/deny.toml.ignore"
 if cargo audit "${audit_args[@]}" >"$work/audit.log" 2>&1; then
   grep -E 'Scanning|Loaded|advisories|crate dependencies' "$work/audit.log" | sed 's/^ */    /' || true
   pass "cargo-audit: $(grep -oE 'Scanning Cargo.lock for vulnerabilities \([0-9]+ crate dependencies\)' "$work/audit.log" | grep -oE '[0-9]+ crate dependencies' || echo 'Cargo.lock'), no advisories"
