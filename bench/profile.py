@@ -51,11 +51,17 @@ def component(line: str) -> str:
 
 def main() -> int:
     binary, mode, secs = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    env = dict(kv.split("=", 1) for kv in sys.argv[4:])
-    env.setdefault("SHIPSHAPE_LOG__FORMAT", "json")
+    overrides = dict(kv.split("=", 1) for kv in sys.argv[4:])
+    env = {"SHIPSHAPE_LOG__FORMAT": "json"}
     d = pathlib.Path(tempfile.mkdtemp(prefix="shipshape-profile."))
-    auth = h.setup_auth(binary, d)
+    feats = h.features(binary)
+    auth = h.setup_auth(binary, d, feats)
     env.update(auth.env)
+    sink = None
+    if feats.telemetry and "SHIPSHAPE_TELEMETRY__OTLP_ENDPOINT" not in overrides:
+        sink = h.OtlpSink(d, cpu=b.GENERATOR_CPU)
+        env.update(sink.env())
+    env.update(overrides)
     svc = h.Service(binary, f"sqlite://{d}/data/shipshape.db", d, env=env, cpu=b.SERVER_CPU).start()
     data = d / "perf.data"
     try:
@@ -76,6 +82,8 @@ def main() -> int:
         perf.wait()
     finally:
         svc.kill()
+        if sink:
+            sink.stop()
     report = subprocess.run(
         ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso,sym", "--stdio", "-g", "none"],
         capture_output=True, text=True,
