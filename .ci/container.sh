@@ -140,6 +140,7 @@ pm run -d --name "$name" --network host --no-healthcheck \
   -e SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" \
   -e SHIPSHAPE_HTTP__DRAIN_DELAY="${drain}s" \
   -e SHIPSHAPE_HTTP__SHUTDOWN_GRACE="${grace}s" \
+  -e SHIPSHAPE_AUTH__ENABLED=false -e SHIPSHAPE_RATE_LIMIT__ENABLED=false \
   "$image" >/dev/null
 
 logs() { pm logs "$name" 2>&1 | tail -n 40 | sed 's/^/  | /'; }
