@@ -139,6 +139,10 @@ async fn connect_sqlite(cfg: &DatabaseConfig) -> anyhow::Result<Arc<dyn ItemStor
         .max_connections(cfg.max_connections)
         .min_connections(cfg.min_connections)
         .acquire_timeout(cfg.acquire_timeout)
+        // An in-process SQLite connection cannot go stale, and sqlx's default ping before each
+        // checkout is a round trip to the connection's worker thread: two context switches per
+        // query for nothing.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .context("opening SQLite database")?;
