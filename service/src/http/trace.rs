@@ -1,6 +1,6 @@
 //! Trace context: W3C `traceparent` parsing, fresh ids, and the per-request task-local context.
 
-use std::fmt::Write as _;
+use std::cell::Cell;
 
 use uuid::Uuid;
 
@@ -29,9 +29,7 @@ pub struct TraceParent {
 impl TraceContext {
     /// Continues `parent`'s trace with a new span, or starts a new sampled trace.
     pub fn new(parent: Option<TraceParent>) -> Self {
-        let span = Uuid::new_v4().into_bytes();
-        let mut span_id = [0u8; 8];
-        span_id.copy_from_slice(&span[..8]);
+        let span_id = random_id::<8>();
         match parent {
             Some(p) => Self {
                 trace_id: p.trace_id,
@@ -40,7 +38,7 @@ impl TraceContext {
                 sampled: p.flags & 1 == 1,
             },
             None => Self {
-                trace_id: Uuid::new_v4().into_bytes(),
+                trace_id: random_id::<16>(),
                 span_id,
                 parent_span_id: None,
                 sampled: true,
@@ -78,11 +76,38 @@ pub fn current_trace_id() -> Option<String> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    hex::encode(bytes)
+}
+
+thread_local! {
+    /// SplitMix64 state, seeded once per thread from the OS (a `getrandom` call per id cost two
+    /// system calls per request). Trace and span ids must be unique and well spread, not secret.
+    static RNG: Cell<u64> = Cell::new(u64::from_le_bytes(
+        Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([0x5e; 8]),
+    ));
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|state| {
+        let mut z = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// A random id of N bytes (8 or 16), never all zero (which W3C Trace Context forbids).
+fn random_id<const N: usize>() -> [u8; N] {
+    let mut id = [0u8; N];
+    for chunk in id.chunks_mut(8) {
+        let n = chunk.len();
+        chunk.copy_from_slice(&next_u64().to_le_bytes()[..n]);
     }
-    s
+    if id.iter().all(|b| *b == 0) {
+        id[N - 1] = 1;
+    }
+    id
 }
 
 fn lower_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
