@@ -33,15 +33,12 @@ impl Application {
 
     /// Binds the listeners for an already connected store.
     pub async fn with_store(config: Config, store: Arc<dyn ItemStore>) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.http.listen)
-            .await
+        let listener = bind(config.http.listen)
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let metrics_listener = match config.http.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding http.metrics_listen {addr}"))?,
-            ),
+            Some(addr) => {
+                Some(bind(addr).with_context(|| format!("binding http.metrics_listen {addr}"))?)
+            }
             None => None,
         };
         let state = AppState::new(
@@ -139,6 +136,24 @@ impl Application {
             anyhow::bail!("shutdown grace period expired")
         }
     }
+}
+
+/// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
+/// `TcpListener::bind` asks for 128, which a burst of new connections (a load balancer failing
+/// over, clients reconnecting after a restart, `http.max_connections` reached) overflows: the
+/// kernel then drops SYNs and those clients wait out 1 s, 3 s, 7 s... retransmissions.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket like `TcpListener::bind`, with a deeper accept backlog.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and mio do on Unix: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Forgets expired idempotency keys every 10 minutes.
