@@ -83,8 +83,14 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     } else {
         TraceContext::new(parent)
     };
-    span.record("trace_id", tracing::field::display(ctx.trace_id_hex()));
-    span.record("span_id", tracing::field::display(ctx.span_id_hex()));
+    let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
+    otel::record(
+        &span,
+        [
+            ("trace_id", Some(&trace_id.as_str())),
+            ("span_id", Some(&span_id.as_str())),
+        ],
+    );
     state.metrics.in_flight.inc();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     state.metrics.in_flight.dec();
