@@ -10,7 +10,7 @@ use sqlx::{
 
 use crate::{
     config::DatabaseConfig,
-    items::store::{ItemStore, postgres::PgStore, sqlite::SqliteStore},
+    items::store::{ItemStore, breaker::Breaker, postgres::PgStore, sqlite::SqliteStore},
 };
 
 /// Which database engine a URL points at.
@@ -174,7 +174,9 @@ async fn connect_postgres(cfg: &DatabaseConfig) -> anyhow::Result<Arc<dyn ItemSt
         .run(&pool)
         .await
         .context("applying PostgreSQL migrations")?;
-    Ok(Arc::new(PgStore::new(pool)))
+    // Fail fast (503 at once) while PostgreSQL is unreachable, instead of every request waiting
+    // out acquire_timeout; a background probe notices when it is back.
+    Ok(Arc::new(Breaker::new(PgStore::new(pool))))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Storage interface for items (`ItemStore`) with its SQLite and PostgreSQL backends.
 
+pub mod breaker;
 pub mod postgres;
 pub mod sqlite;
 
@@ -67,6 +68,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Failed fast: the database was unreachable moments ago and has not answered a probe since.
+    #[error("the database is unreachable (failing fast until it answers again)")]
+    Unreachable,
 }
 
 impl StoreError {
@@ -85,6 +89,7 @@ impl StoreError {
                 _ => false,
             },
             StoreError::Corrupt(_) => false,
+            StoreError::Unreachable => true,
         }
     }
 }
