@@ -8,7 +8,7 @@ and `-m immediate` (PostgreSQL crash: no goodbye to the clients), each a 5 s out
 
   * /readyz answers 503 within 2 s of PostgreSQL being down, for the whole outage;
   * every API request during the outage is answered (no hang, no dropped connection) with 503
-    application/problem+json, and fast: the slowest within FAIL_FAST_S;
+    application/problem+json, and fast: median within 100 ms, slowest within acquire_timeout;
   * /healthz answers 200 throughout, the process never exits;
   * after `pg_ctl start`, /readyz is 200 and API requests succeed again within 5 s, without a
     restart, and from then on nothing fails;
@@ -26,7 +26,10 @@ from common import Experiment, aioload, expect, h, say, seed
 OUTAGE_S = 5.0
 READY_LIMIT_S = 2.0
 RECOVER_LIMIT_S = 5.0
-FAIL_FAST_S = 2.5  # acquire_timeout (2 s) + slack; see docs/performance.md
+# Requests that reach the database after it is gone wait at most acquire_timeout (2 s); once
+# the service knows it is down, answers must come at once (docs/performance.md).
+FAIL_FAST_MAX_S = 2.5
+FAIL_FAST_MEDIAN_S = 0.1
 
 
 async def load(port: int, headers: dict, ids: list[str], stop: asyncio.Event, out: list, acked: dict, n: int = 16):
@@ -84,8 +87,8 @@ def outage_round(x: Experiment, pg: h.Postgres, svc: h.Service, ids: list[str], 
     bad_health = [(round(t - t_down, 2), s, e) for t, s, _, e in health if s != 200]
     expect(not bad_health, f"{mode}: /healthz not 200 at {bad_health[:5]}")
 
-    # Readiness: 503 within READY_LIMIT_S of PostgreSQL being down, and until it is back.
-    first_503 = next((t + lat - t_down for t, s, lat, _ in ready if t >= t_stop0 and s == 503), None)
+    # Readiness: 503 within READY_LIMIT_S of `pg_ctl stop` being issued, and until it is back.
+    first_503 = next((t + lat - t_stop0 for t, s, lat, _ in ready if t >= t_stop0 and s == 503), None)
     expect(first_503 is not None and first_503 <= READY_LIMIT_S, f"{mode}: /readyz 503 after {first_503}s (limit {READY_LIMIT_S}s)")
     during_ready = {s for t, s, _, _ in ready if t_down + READY_LIMIT_S <= t and t + 1.2 < t_start0}
     expect(during_ready == {503}, f"{mode}: /readyz during the outage: {during_ready}")
@@ -102,7 +105,8 @@ def outage_round(x: Experiment, pg: h.Postgres, svc: h.Service, ids: list[str], 
     slowest = max(r.latency for r in during)
     lats = sorted(r.latency for r in during)
     median = lats[len(lats) // 2]
-    expect(slowest <= FAIL_FAST_S, f"{mode}: slowest failing request took {slowest:.2f}s (limit {FAIL_FAST_S}s)")
+    expect(slowest <= FAIL_FAST_MAX_S, f"{mode}: slowest failing request took {slowest:.2f}s (limit {FAIL_FAST_MAX_S}s)")
+    expect(median <= FAIL_FAST_MEDIAN_S, f"{mode}: failing requests took {median * 1000:.0f} ms (median; limit {FAIL_FAST_MEDIAN_S * 1000:.0f} ms): not failing fast")
 
     # Recovery without a restart.
     first_ready = next((t + lat - t_up for t, s, lat, _ in ready if t >= t_up and s == 200), None)
@@ -114,7 +118,7 @@ def outage_round(x: Experiment, pg: h.Postgres, svc: h.Service, ids: list[str], 
     bad_after = [(r.status, r.error) for r in settled if r.status not in (200, 201)]
     expect(settled and not bad_after, f"{mode}: failures after recovery: {bad_after[:5]}")
     return (
-        f"{mode}: /readyz 503 after {first_503:.2f}s, {len(during)} requests during the outage all 503 problem+json "
+        f"{mode}: /readyz 503 {first_503:.2f}s after pg_ctl stop, {len(during)} requests during the outage all 503 problem+json "
         f"(median {median * 1000:.0f} ms, slowest {slowest * 1000:.0f} ms), /healthz 200 throughout, "
         f"ready {first_ready:.2f}s and serving {first_ok:.2f}s after PostgreSQL is back"
     )
