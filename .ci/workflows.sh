@@ -95,7 +95,9 @@ log "workflows: pins, hardening, references (check-workflows.py)"
 pins=../shared/actions-pins.md
 [ -f "$pins" ] || { echo "no $pins: vetted-pin comparison skipped"; pins=""; }
 rc=0
-"$CI_VENV/bin/python" .github/scripts/check-workflows.py --extract-run "$work/runs" ${pins:+--pins "$pins"} || rc=$?
+# .github/actions-pins.md: pins this repository reviewed itself (provenance in the file).
+"$CI_VENV/bin/python" .github/scripts/check-workflows.py --extract-run "$work/runs" \
+  ${pins:+--pins "$pins" --pins .github/actions-pins.md} || rc=$?
 result "check-workflows.py (pins, hardening, flake outputs, paths, overlays, ZAP plan, coverage threshold)" "$rc"
 
 log "workflows: shellcheck on every run: block and script"
@@ -115,7 +117,8 @@ sed -i '0,/actions\/checkout@[0-9a-f]\{40\}/s//actions\/checkout@v7/' "$mut/.git
 sed -i 's/kustomize\/overlays\/dev/kustomize\/overlays\/devx/' "$mut/.github/workflows/ci.yml"
 sed -i 's/\.#image/.#imagex/' "$mut/.github/workflows/ci.yml"
 rc=0
-"$CI_VENV/bin/python" "$mut/.github/scripts/check-workflows.py" ${pins:+--pins "$(realpath "$pins")"} >"$work/mutant.txt" 2>&1 || rc=$?
+"$CI_VENV/bin/python" "$mut/.github/scripts/check-workflows.py" \
+  ${pins:+--pins "$(realpath "$pins")" --pins "$mut/.github/actions-pins.md"} >"$work/mutant.txt" 2>&1 || rc=$?
 mutant_ok=0
 for want in 'FAIL every uses:' 'FAIL repository paths' 'FAIL flake outputs'; do
   grep -q "^$want" "$work/mutant.txt" || { echo "the mutant did not trip: $want"; mutant_ok=1; }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Static checks on .github/ that actionlint, zizmor and checkov do not make (run by .ci/workflows.sh).
 
-    check-workflows.py [--extract-run DIR] [--pins ../shared/actions-pins.md]
+    check-workflows.py [--extract-run DIR] [--pins ../shared/actions-pins.md [--pins .github/actions-pins.md]]
 
 - pins: every `uses:` is pinned by a 40-hex commit SHA with a version comment, and (when the pins
-  file is given) that exact action/SHA/version is one of the vetted pins; known-compromised or
+  files are given: the shared vetted list, plus .github/actions-pins.md for pins this repository
+  reviewed itself, each with its provenance) that exact action/SHA/version is one of them; known-compromised or
   retired actions are refused.
 - hardening: top-level `permissions: contents: read`, `timeout-minutes` on every job,
   `persist-credentials: false` on every checkout, no `${{ }}` inside `run:`, no
@@ -54,16 +55,18 @@ def load_workflows():
     return wfs
 
 
-def vetted_pins(path):
-    pins = {}
-    if not path or not os.path.exists(path):
+def vetted_pins(paths):
+    paths = [p for p in paths or [] if p and os.path.exists(p)]
+    if not paths:
         return None
+    pins = {}
     row = re.compile(r"^\|\s*([\w.-]+/[\w./-]+)\s*\|\s*`([0-9a-f]{40})\s*#\s*(\S+)`")
-    with open(path) as f:
-        for line in f:
-            m = row.match(line)
-            if m:
-                pins[(m.group(1), m.group(2))] = m.group(3)
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                m = row.match(line)
+                if m:
+                    pins[(m.group(1), m.group(2))] = m.group(3)
     return pins
 
 
@@ -418,7 +421,7 @@ def check_dependabot():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--extract-run")
-    ap.add_argument("--pins")
+    ap.add_argument("--pins", action="append", help="a vetted-pins table (repeatable)")
     args = ap.parse_args()
     wfs = load_workflows()
     check(f"{len(wfs)} workflows parse", bool(wfs), "none found")

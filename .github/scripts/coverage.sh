@@ -5,7 +5,7 @@
 #
 # Needs: cargo, the llvm-tools rustup component, cargo-llvm-cov, cargo-nextest, PostgreSQL 15+
 # binaries (initdb/pg_ctl; a throwaway cluster is started by .ci/lib.sh's start_postgres).
-# Writes target/coverage/{lcov.info,summary.txt} and, on GitHub, the summary to the job summary.
+# Writes target/coverage/{lcov.info,summary.txt,html/} and, on GitHub, the summary to the job summary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # initdb/pg_ctl live outside PATH on Debian/Ubuntu (the GitHub runner has PostgreSQL 16).
@@ -34,6 +34,7 @@ trap stop_pg EXIT
 log "cargo llvm-cov nextest (fail under $threshold% of lines)"
 cargo llvm-cov nextest --workspace --locked --no-report
 cargo llvm-cov report --lcov --output-path "$out/lcov.info"
+cargo llvm-cov report --html --output-dir "$out"
 cargo llvm-cov report --summary-only | tee "$out/summary.txt"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
   { echo "### Line coverage (threshold $threshold%)"; echo '```'; cat "$out/summary.txt"; echo '```'; } \
