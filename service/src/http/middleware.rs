@@ -25,6 +25,9 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Longest `X-Request-Id` echoed back; longer or non-printable ones are ignored.
 const MAX_REQUEST_ID: usize = 128;
 
+/// Bytes of `User-Agent` kept for the log line and the span.
+const MAX_USER_AGENT: usize = 256;
+
 /// Outermost layer: continues or starts the trace, serves the request inside its span, then
 /// records metrics, emits one `request completed` log line and sets the trace headers.
 pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -49,7 +52,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect::<String>())
+        .map(|s| truncate(s, MAX_USER_AGENT).to_owned())
         .unwrap_or_default();
     let client = req
         .extensions()
@@ -235,10 +238,37 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn content_length(headers: &axum::http::HeaderMap) -> u64 {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_whole_characters() {
+        assert_eq!(truncate("curl/8.0", 256), "curl/8.0");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        // "é" is two bytes: cutting at byte 2 would split it.
+        assert_eq!(truncate("aéb", 2), "a");
+        assert_eq!(truncate("aéb", 3), "aé");
+        assert_eq!(truncate("", 0), "");
+    }
 }

@@ -24,31 +24,43 @@ use crate::{
     metrics::Metrics,
 };
 
-/// Shared by every request.
+/// Shared by every request. One `Arc`: every middleware layer clones the state for every
+/// request, so a clone is one reference-count increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<State>);
+
+/// What [`AppState`] holds.
+pub struct State {
     pub store: Arc<dyn ItemStore>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     /// Permits for concurrently served API requests (load shedding beyond).
     pub permits: Arc<Semaphore>,
     /// Authentication and rate limiting.
-    pub guard: Arc<Guard>,
-    draining: Arc<AtomicBool>,
+    pub guard: Guard,
+    draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn ItemStore>, metrics: Arc<Metrics>, config: Arc<Config>) -> Self {
         let permits = Arc::new(Semaphore::new(config.http.max_concurrent_requests));
-        let guard = Arc::new(Guard::new(&config));
-        Self {
+        let guard = Guard::new(&config);
+        Self(Arc::new(State {
             store,
             metrics,
             config,
             permits,
             guard,
-            draining: Arc::new(AtomicBool::new(false)),
-        }
+            draining: AtomicBool::new(false),
+        }))
     }
 
     /// Marks the instance as shutting down: `/readyz` answers 503 from now on.
