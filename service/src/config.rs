@@ -122,6 +122,10 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
     /// `service.name` resource attribute.
     pub service_name: String,
+    /// Share of new traces whose spans are exported, 0.0 to 1.0 (`ParentBased(TraceIdRatio)`:
+    /// a request that arrives with a sampled `traceparent` is always exported). Unset = the
+    /// standard `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, else every trace.
+    pub sample_ratio: Option<f64>,
 }
 
 impl Default for TelemetryConfig {
@@ -129,6 +133,7 @@ impl Default for TelemetryConfig {
         Self {
             otlp_endpoint: String::new(),
             service_name: "shipshape".into(),
+            sample_ratio: None,
         }
     }
 }
@@ -439,6 +444,14 @@ impl Config {
         }
         if h.max_connections == 0 {
             return Err(bad("http.max_connections", "must be at least 1".into()));
+        }
+        if let Some(r) = self.telemetry.sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(bad(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0".into(),
+            ));
         }
         self.validate_security(figment)
     }

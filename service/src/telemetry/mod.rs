@@ -1,13 +1,18 @@
 //! Logging and tracing set-up: JSON lines (or a human format) filtered with `EnvFilter`, and
 //! optional OpenTelemetry span export over OTLP/HTTP.
 
+mod writer;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt, prelude::*};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
@@ -23,7 +28,7 @@ pub fn exporting() -> bool {
 #[must_use]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+    _log_writer: writer::FlushGuard,
 }
 
 impl Telemetry {
@@ -46,20 +51,15 @@ pub fn init(
     export: bool,
 ) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(&log.level)?;
-    // Log lines are written by a background thread, so request handlers never block on
-    // stdout, and lines written in a burst leave in one write. Not lossy: when the queue is
-    // full, logging waits rather than dropping lines.
-    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024)
-        .thread_name("shipshape-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
+    // Log lines are written in batches by a background thread (see `writer`), so request
+    // handlers never block on stdout.
+    let (writer, log_writer) =
+        writer::batch_writer(std::io::stdout()).context("starting the log writer thread")?;
     let fmt_layer = match log.format {
-        LogFormat::Json => fmt::layer()
-            .json()
+        // json-subscriber writes the same schema as tracing-subscriber's JSON formatter but
+        // keeps span fields as values: the built-in one stores them as JSON text and parses it
+        // again on every `record` and every event (docs/observability.md#overhead).
+        LogFormat::Json => json_subscriber::fmt::layer()
             .with_writer(writer)
             .flatten_event(true)
             .with_current_span(true)
@@ -75,15 +75,27 @@ pub fn init(
     };
     let endpoint = telemetry.traces_endpoint().filter(|_| export);
     let provider = match &endpoint {
-        Some(endpoint) => Some(provider(endpoint, &telemetry.service_name)?),
+        Some(endpoint) => Some(provider(
+            endpoint,
+            &telemetry.service_name,
+            telemetry.sample_ratio,
+        )?),
         None => None,
     };
-    // The exporter sees request spans (info) and database spans (debug) whatever the log
-    // level; the log output never shows the database spans unless asked for.
+    // The exporter sees our request spans (info) and database spans (debug) whatever the log
+    // level, and warnings and errors as span events; the `request completed` line is the
+    // span's own attributes again and is not exported twice. Thread, busy/idle-time and
+    // context-activation bookkeeping is off: nothing here reads it, and it cost CPU per span.
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("shipshape"))
-            .with_filter(Targets::new().with_target("shipshape", tracing::Level::DEBUG))
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(filter_fn(|meta| {
+                meta.target().starts_with("shipshape")
+                    && (meta.is_span() || *meta.level() <= tracing::Level::WARN)
+            }))
     });
     tracing_subscriber::registry()
         .with(fmt_layer)
@@ -100,7 +112,11 @@ pub fn init(
     })
 }
 
-fn provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+fn provider(
+    endpoint: &str,
+    service_name: &str,
+    sample_ratio: Option<f64>,
+) -> anyhow::Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(endpoint)
@@ -117,10 +133,18 @@ fn provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvi
             KeyValue::new("service.instance.id", instance),
         ])
         .build();
-    Ok(SdkTracerProvider::builder()
+    let builder = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build())
+        .with_resource(resource);
+    // Without the key the SDK's default applies: `OTEL_TRACES_SAMPLER`/`_ARG`, else
+    // ParentBased(AlwaysOn).
+    let builder = match sample_ratio {
+        Some(ratio) => builder.with_sampler(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(ratio),
+        ))),
+        None => builder,
+    };
+    Ok(builder.build())
 }
 
 /// Panics become one structured error event instead of free text on stderr.
