@@ -487,6 +487,72 @@ async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
     );
 }
 
+/// `telemetry.sample_ratio = 0`: new traces are not exported, but the caller's sampling
+/// decision in `traceparent` is followed (ParentBased), and the response says which it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_sampling_follows_the_ratio_and_the_parent() {
+    let (port, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("SHIPSHAPE_TELEMETRY__SAMPLE_RATIO", "0"),
+        ],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let sampled = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let unsampled = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let mut own = Vec::new();
+    for _ in 0..20 {
+        let r = c.get(server.url("/v1/items?limit=1")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let tp = r.headers()["traceparent"].to_str().unwrap().to_owned();
+        assert!(tp.ends_with("-00"), "not sampled: {tp}");
+        own.push(r.headers()["x-trace-id"].to_str().unwrap().to_owned());
+    }
+    for (trace, flags) in [(sampled, "01"), (unsampled, "00")] {
+        let r = c
+            .get(server.url("/v1/items?limit=1"))
+            .header(
+                "traceparent",
+                format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let tp = r.headers()["traceparent"].to_str().unwrap().to_owned();
+        assert!(tp.starts_with(&format!("00-{trace}-")) && tp.ends_with(&format!("-{flags}")));
+    }
+    server.stop();
+
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let traces: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|req| req.resource_spans.iter())
+        .flat_map(|rs| rs.scope_spans.iter())
+        .flat_map(|ss| ss.spans.iter())
+        .map(|s| hex(&s.trace_id))
+        .collect();
+    assert!(
+        traces.iter().any(|t| t == sampled),
+        "a sampled parent is exported"
+    );
+    assert!(
+        !traces.iter().any(|t| t == unsampled),
+        "an unsampled parent is not"
+    );
+    assert!(
+        !traces.iter().any(|t| own.contains(t)),
+        "no new trace is exported at ratio 0"
+    );
+}
+
 #[tokio::test]
 async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();

@@ -67,6 +67,14 @@ fn config_errors_exit_2_with_one_line_naming_key_and_source() {
             &["http.drain_delay"],
         ),
         (
+            vec![("SHIPSHAPE_TELEMETRY__SAMPLE_RATIO", "1.5")],
+            None,
+            &[
+                "telemetry.sample_ratio",
+                "SHIPSHAPE_TELEMETRY__SAMPLE_RATIO",
+            ],
+        ),
+        (
             vec![("SHIPSHAPE_LOG__FORMAT", "xml")],
             None,
             &["log.format"],
