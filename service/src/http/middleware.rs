@@ -67,17 +67,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         span_id = tracing::field::Empty,
         method = %method,
         route = %route,
-        // OpenTelemetry HTTP server semantic conventions, recorded only when exporting.
+        // Recorded only when exporting; the HTTP semantic-convention attributes go straight to
+        // the OpenTelemetry span (otel.rs).
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        http.request.method = tracing::field::Empty,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        url.path = tracing::field::Empty,
-        url.scheme = tracing::field::Empty,
-        client.address = tracing::field::Empty,
-        user_agent.original = tracing::field::Empty,
     );
     let exporting = crate::telemetry::exporting();
     let ctx = if exporting {
@@ -123,7 +116,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .response_size
         .get_or_create(&labels)
         .observe(response_size as f64);
-    if exporting {
+    if exporting && ctx.sampled {
         otel::end_server_span(&span, status);
     }
     span.in_scope(|| {
