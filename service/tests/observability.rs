@@ -551,6 +551,12 @@ async fn head_sampling_follows_the_ratio_and_the_parent() {
         !traces.iter().any(|t| own.contains(t)),
         "no new trace is exported at ratio 0"
     );
+    // Nothing else either: the database spans of unsampled requests must not leak out as
+    // root spans of traces of their own.
+    assert!(
+        traces.iter().all(|t| t == sampled),
+        "only the sampled trace is exported, got {traces:?}"
+    );
 }
 
 #[tokio::test]

@@ -61,24 +61,31 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or_default();
     let request_size = content_length(req.headers());
 
-    let span = tracing::info_span!(
-        "request",
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        method = %method,
-        route = %route,
-        // Recorded only when exporting; the HTTP semantic-convention attributes go straight to
-        // the OpenTelemetry span (otel.rs).
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-    );
     let exporting = crate::telemetry::exporting();
-    let ctx = if exporting {
+    let mut ctx = TraceContext::new(parent);
+    if parent.is_none() {
+        // Head sampling of a trace we start; a caller's decision (the flag) is followed.
+        let draw = u64::from_le_bytes(ctx.trace_id[8..].try_into().unwrap_or_default());
+        ctx.sampled = crate::telemetry::sample_new_trace(draw);
+    }
+    let export = exporting && ctx.sampled;
+    let span = crate::telemetry::request_span(export, || {
+        tracing::info_span!(
+            "request",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            method = %method,
+            route = %route,
+            // Recorded only when exporting; the HTTP semantic-convention attributes go straight to
+            // the OpenTelemetry span (otel.rs).
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        )
+    });
+    if export {
         let matched = (route != "unmatched").then_some(route.as_str());
-        otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent)
-    } else {
-        TraceContext::new(parent)
-    };
+        ctx = otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent);
+    }
     let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
     otel::record(
         &span,
@@ -116,7 +123,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .response_size
         .get_or_create(&labels)
         .observe(response_size as f64);
-    if exporting && ctx.sampled {
+    if export && ctx.sampled {
         otel::end_server_span(&span, status);
     }
     span.in_scope(|| {

@@ -3,7 +3,10 @@
 
 mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    cell::Cell,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -12,7 +15,8 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, prelude::*};
+use tracing::subscriber::Interest;
+use tracing_subscriber::{EnvFilter, Layer, filter::DynFilterFn, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
@@ -22,6 +26,31 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// True when an OpenTelemetry exporter is installed.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Share of new traces to export, as the `u64` threshold a random draw must stay under
+/// (`u64::MAX` = all). Set once by [`init`] from `telemetry.sample_ratio`.
+static SAMPLE_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Head sampling for a trace this service starts: `draw` is random (the trace id's low half).
+pub fn sample_new_trace(draw: u64) -> bool {
+    let threshold = SAMPLE_THRESHOLD.load(Ordering::Relaxed);
+    threshold == u64::MAX || draw < threshold
+}
+
+thread_local! {
+    /// Whether the request span about to be created on this thread is exported.
+    static EXPORT_NEXT_REQUEST: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Creates the request span with `make`, visible to the span exporter only if `sampled`.
+/// Unsampled requests (and their database spans) then never reach the OpenTelemetry layer,
+/// so they cost what they cost without export (docs/observability.md#overhead).
+pub fn request_span(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    EXPORT_NEXT_REQUEST.set(sampled);
+    let span = make();
+    EXPORT_NEXT_REQUEST.set(false);
+    span
 }
 
 /// Keeps the log writer and the exporter alive; `shutdown` flushes both.
@@ -82,25 +111,32 @@ pub fn init(
         )?),
         None => None,
     };
-    // The exporter sees our request spans (info) and database spans (debug) whatever the log
-    // level, and warnings and errors as span events; the `request completed` line is the
-    // span's own attributes again and is not exported twice. Thread, busy/idle-time and
-    // context-activation bookkeeping is off: nothing here reads it, and it cost CPU per span.
+    // The exporter sees sampled request spans (see `request_span`), the database spans inside
+    // them whatever the log level, and warnings and errors there as span events; the `request
+    // completed` line is the span's own attributes again and is not exported twice. Thread,
+    // busy/idle-time and context-activation bookkeeping is off: nothing here reads it, and it
+    // cost CPU per span.
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("shipshape"))
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(filter_fn(|meta| {
-                meta.target().starts_with("shipshape")
-                    && (meta.is_span() || *meta.level() <= tracing::Level::WARN)
-            }))
+            .with_filter(export_filter())
     });
     tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
+    if let Some(ratio) = telemetry.sample_ratio {
+        // 2^64 * ratio, saturating: 1.0 means every trace.
+        let threshold = if ratio >= 1.0 {
+            u64::MAX
+        } else {
+            (ratio * 18_446_744_073_709_551_616.0) as u64
+        };
+        SAMPLE_THRESHOLD.store(threshold, Ordering::Relaxed);
+    }
     if let Some(endpoint) = endpoint {
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(endpoint = %endpoint, "exporting spans over OTLP/HTTP");
@@ -109,6 +145,36 @@ pub fn init(
     Ok(Telemetry {
         provider,
         _log_writer: log_writer,
+    })
+}
+
+/// What the OpenTelemetry layer sees: our spans and warnings, and only inside a sampled
+/// request (a span the layer does not see cannot become an orphan root of its own).
+fn export_filter<S>() -> DynFilterFn<
+    S,
+    impl Fn(&tracing::Metadata<'_>, &tracing_subscriber::layer::Context<'_, S>) -> bool,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    DynFilterFn::new(
+        |meta: &tracing::Metadata<'_>, cx: &tracing_subscriber::layer::Context<'_, S>| {
+            if meta.is_span() && meta.name() == "request" {
+                return EXPORT_NEXT_REQUEST.get();
+            }
+            if meta.is_event() && *meta.level() > tracing::Level::WARN {
+                return false;
+            }
+            // The context only shows spans this layer sees: is there a sampled request around?
+            cx.lookup_current().is_some()
+        },
+    )
+    .with_callsite_filter(|meta| {
+        if meta.target().starts_with("shipshape") {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
     })
 }
 
@@ -136,12 +202,11 @@ fn provider(
     let builder = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource);
-    // Without the key the SDK's default applies: `OTEL_TRACES_SAMPLER`/`_ARG`, else
-    // ParentBased(AlwaysOn).
+    // With the key, the service samples before a span exists (`sample_new_trace`, and the
+    // caller's flag), so the SDK exports whatever it is given. Without it, the SDK's default
+    // applies to the spans it gets: `OTEL_TRACES_SAMPLER`/`_ARG`, else ParentBased(AlwaysOn).
     let builder = match sample_ratio {
-        Some(ratio) => builder.with_sampler(Sampler::ParentBased(Box::new(
-            Sampler::TraceIdRatioBased(ratio),
-        ))),
+        Some(_) => builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
         None => builder,
     };
     Ok(builder.build())
