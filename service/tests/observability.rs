@@ -6,12 +6,13 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
+use common::child::{Server, free_port};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, KeyValue, any_value},
@@ -19,16 +20,6 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shipshape");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -49,88 +40,15 @@ fn require_tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// `shipshape serve` on a free port with JSON logs captured to a file.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let log = dir.join("server.log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
-            .env("SHIPSHAPE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("SHIPSHAPE_HTTP__DRAIN_DELAY", "0s")
-            .env("SHIPSHAPE_AUTH__ENABLED", "false")
-            .env(
-                "SHIPSHAPE_DATABASE__URL",
-                format!("sqlite://{}/db.sqlite", dir.display()),
-            )
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut server = Server { child, port, log };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(server.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            if let Ok(Some(s)) = server.child.try_wait() {
-                panic!(
-                    "server exited: {s}\n{}",
-                    std::fs::read_to_string(&server.log).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "server not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// SIGTERM and wait for exit 0; returns the log lines.
-    fn stop(mut self) -> Vec<String> {
-        Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+/// `shipshape serve` on a free port and SQLite in `dir`, no drain delay, auth off, plus `env`;
+/// ready when this returns.
+async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut all = vec![("SHIPSHAPE_HTTP__DRAIN_DELAY", "0s")];
+    all.extend_from_slice(env);
+    let db = format!("sqlite://{}/db.sqlite", dir.display());
+    let mut server = Server::spawn(dir, &db, free_port(), &all);
+    server.wait_ready(&reqwest::Client::new()).await;
+    server
 }
 
 async fn traffic(server: &Server) {
@@ -178,7 +96,7 @@ async fn promtool_accepts_the_live_scrape_in_both_formats() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = start(dir.path(), &[]).await;
     traffic(&server).await;
     let c = reqwest::Client::new();
     for accept in [
@@ -255,7 +173,7 @@ async fn a_real_prometheus_scrapes_and_answers_rate_and_quantile_queries() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = start(dir.path(), &[]).await;
     let prom_port = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -396,7 +314,7 @@ async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
     let (port, received) = otlp_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let server = Server::start(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    let server = start(dir.path(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
     let c = reqwest::Client::new();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
@@ -494,7 +412,7 @@ async fn head_sampling_follows_the_ratio_and_the_parent() {
     let (port, received) = otlp_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let server = Server::start(
+    let server = start(
         dir.path(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -577,7 +495,7 @@ async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
     let secret_file = dir.path().join("db-url");
     std::fs::write(&secret_file, format!("{url}\n")).unwrap();
     let url_ref = format!("file:{}", secret_file.display());
-    let server = Server::start(
+    let server = start(
         dir.path(),
         &[
             ("SHIPSHAPE_DATABASE__URL", &url_ref),

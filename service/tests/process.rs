@@ -6,7 +6,6 @@ mod common;
 use std::{
     collections::HashMap,
     path::Path,
-    process::{Child, Command, Output, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -14,31 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Backend, item};
+use common::{
+    Backend,
+    child::{Server, free_port, run},
+    item,
+};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shipshape");
-
-/// Runs the binary with only `env` set (plus PATH), in `dir`.
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
-        .envs(env.iter().copied())
-        .output()
-        .expect("run shipshape")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn config_errors_exit_2_with_one_line_naming_key_and_source() {
@@ -196,85 +176,12 @@ fn help_and_version_are_useful() {
     );
 }
 
-/// A running `shipshape serve` child process.
-struct Server {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Server {
-        let log = dir.join(format!("server-{port}-{}.log", std::process::id()));
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(std::env::var("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
-            .env("SHIPSHAPE_HTTP__LISTEN", &listen)
-            .env("SHIPSHAPE_DATABASE__URL", db_url)
-            // Load tests from one address: no auth, no rate limit (tests/security.rs has those).
-            .env("SHIPSHAPE_AUTH__ENABLED", "false")
-            .env("SHIPSHAPE_RATE_LIMIT__ENABLED", "false")
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit());
-        let child = cmd.spawn().expect("spawn shipshape");
-        Server { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "server exited early: {status}\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server not ready in time");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("server did not exit within {limit:?}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `shipshape serve` for load tests from one address: auth and rate limiting off
+/// (tests/security.rs covers those), plus `extra`.
+fn serve(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("SHIPSHAPE_RATE_LIMIT__ENABLED", "false")];
+    env.extend_from_slice(extra);
+    Server::spawn(dir, db_url, port, &env)
 }
 
 #[tokio::test]
@@ -289,7 +196,7 @@ async fn healthcheck_exits_0_only_when_ready() {
     );
     assert_ne!(down.status.code(), Some(0), "nothing listening");
     let db = format!("sqlite://{}/db.sqlite", dir.path().display());
-    let mut server = Server::start(dir.path(), &db, port, &[]);
+    let mut server = serve(dir.path(), &db, port, &[]);
     server.wait_ready(&reqwest::Client::new()).await;
     let up = run(dir.path(), &["healthcheck", "--url", &url], &[]);
     assert_eq!(
@@ -341,7 +248,7 @@ async fn acknowledged_writes_survive_kill_9(b: Backend) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut server = Server::start(dir.path(), &url, port, &[]);
+    let mut server = serve(dir.path(), &url, port, &[]);
     server.wait_ready(&client).await;
 
     let acked: Arc<std::sync::Mutex<HashMap<String, Value>>> = Default::default();
@@ -386,7 +293,7 @@ async fn acknowledged_writes_survive_kill_9(b: Backend) {
     assert!(acked.len() > 20, "the writers got going: {}", acked.len());
 
     let port = free_port();
-    let mut again = Server::start(dir.path(), &url, port, &[]);
+    let mut again = serve(dir.path(), &url, port, &[]);
     again.wait_ready(&client).await;
     for (id, expected) in &acked {
         let got: Value = client
@@ -416,7 +323,7 @@ async fn sigterm_under_load_drops_nothing_and_exits_0(b: Backend) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut server = Server::start(
+    let mut server = serve(
         dir.path(),
         &url,
         port,
@@ -484,7 +391,7 @@ async fn sigterm_under_load_drops_nothing_and_exits_0(b: Backend) {
     assert!(ok > 50, "load was flowing: {ok}");
     if !unanswered.is_empty() {
         let port = free_port();
-        let mut again = Server::start(dir.path(), &url, port, &[]);
+        let mut again = serve(dir.path(), &url, port, &[]);
         again.wait_ready(&client).await;
         let stored = all_names(&client, &again).await;
         for name in &unanswered {

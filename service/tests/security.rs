@@ -4,19 +4,16 @@
 mod common;
 
 use std::{
-    path::Path,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Backend, TEST_SECRET, TestApp, assert_problem, item, token, with_auth};
+use common::{Backend, TEST_SECRET, TestApp, assert_problem, child::run, item, token, with_auth};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use serde_json::{Value, json};
 use shipshape::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shipshape");
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -858,17 +855,6 @@ async fn connections_beyond_max_connections_wait() {
 
 // ------------------------------------------------------------------------------------------
 // The real binary: configuration errors and `shipshape token`.
-
-fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .output()
-        .expect("run shipshape")
-}
 
 #[test]
 fn auth_and_rate_limit_config_errors_exit_2_naming_the_key() {

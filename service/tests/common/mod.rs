@@ -1,6 +1,7 @@
 //! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod pg;
 
 use std::{sync::Arc, time::Duration};
