@@ -7,6 +7,10 @@ mkdir -p "$CI_CACHE"
 export PATH="$CI_VENV/bin:$HOME/.cargo/bin:/usr/lib/postgresql/15/bin:$PATH"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 
+# shared/ (advisory DB, vetted pins, tool notes) sits beside the checkout on developer machines
+# and in the CI clone; a checkout elsewhere names it with SHIPSHAPE_SHARED_DIR.
+SHARED_DIR="${SHIPSHAPE_SHARED_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared}"
+
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 

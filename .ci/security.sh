@@ -14,8 +14,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# shared/ sits beside the checkout (developer machines and the CI clone alike).
-SHARED="${SHIPSHAPE_SHARED_DIR:-$ROOT/../shared}"
+SHARED="$SHARED_DIR" # from lib.sh
 ADVISORY_SRC="$SHARED/advisory-db"
 # cargo-deny looks for the RustSec DB in <db-path>/advisory-db-<hash of its URL>.
 ADVISORY_DIRNAME="advisory-db-3157b0e258782691"
@@ -31,7 +30,7 @@ pass() { summary+=("  ok    $1"); echo "  ok   $1"; }
 fail() { summary+=("  FAIL  $1"); echo "  FAIL $1" >&2; failed=1; }
 
 log "tools"
-[ -d "$ADVISORY_SRC/crates" ] || die "RustSec snapshot not found at $ADVISORY_SRC (expected ../shared/advisory-db)"
+[ -d "$ADVISORY_SRC/crates" ] || die "RustSec snapshot not found at $ADVISORY_SRC (shared/ beside the checkout, or set SHIPSHAPE_SHARED_DIR)"
 ensure_cargo cargo-deny cargo-deny --version 0.20.2
 ensure_cargo cargo-audit cargo-audit --version 0.22.2
 ensure_pip semgrep "semgrep==$SEMGREP_VERSION"

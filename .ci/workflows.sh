@@ -92,8 +92,13 @@ grep -E 'Passed checks|Failed checks|Check:|FAILED' "$work/checkov.txt" || cat "
 result "checkov github_actions: no failed checks" "$rc"
 
 log "workflows: pins, hardening, references (check-workflows.py)"
-pins=../shared/actions-pins.md
-[ -f "$pins" ] || { echo "no $pins: vetted-pin comparison skipped"; pins=""; }
+pins=$SHARED_DIR/actions-pins.md
+if [ ! -f "$pins" ]; then
+  # Skipping the vetted-pin comparison is for a laptop without shared/, never for CI.
+  [ "${CI:-}" != true ] || die "no $pins (shared/ beside the checkout, or set SHIPSHAPE_SHARED_DIR)"
+  echo "no $pins: vetted-pin comparison skipped"
+  pins=""
+fi
 rc=0
 # .github/actions-pins.md: pins this repository reviewed itself (provenance in the file).
 "$CI_VENV/bin/python" .github/scripts/check-workflows.py --extract-run "$work/runs" \
