@@ -205,8 +205,13 @@ if [ "$rc" -eq 0 ]; then
   rc=0
   timeout 120 .github/scripts/rolling-restart.sh --url "$lb" --read-after-write --workers 4 --warmup 1 --settle 1 \
     --min-requests 1 --restart ".github/scripts/local-cluster.sh kill $cluster" >"$work/rr-neg.txt" 2>&1 || rc=$?
-  grep -E '^# total|^rolling-restart:' "$work/rr-neg.txt" | indent
   neg_failed=$(sed -n 's/^rolling-restart: [0-9]* passed, \([0-9]*\) failed$/\1/p' "$work/rr-neg.txt")
+  if [ -n "$neg_failed" ]; then
+    grep -E '^# total|^rolling-restart:' "$work/rr-neg.txt" | indent
+  else
+    echo "rolling-restart.sh gave no result line (exit $rc); its last output:"
+    tail -n 25 "$work/rr-neg.txt" | indent
+  fi
   if [ "$rc" -ne 0 ] && [ "${neg_failed:-0}" -gt 0 ]; then rc=0; else rc=1; fi
   result "rolling-restart.sh detects an outage (${neg_failed:-0} failed requests when both instances are killed)" "$rc"
 

@@ -93,8 +93,14 @@ client() {
 count() { cat "$work"/client-*.log 2>/dev/null | wc -l; }
 
 echo "# rolling restart under load: $workers clients against $url"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url/readyz") || code=000
-[ "$code" = 200 ] || { echo "FAIL: $url/readyz answered $code before the test; nothing to restart"; exit 1; }
+# Ready before the load starts: right after a previous rollout, a load balancer or kube-proxy
+# may need a moment before it routes to the new instances again (up to 10 s).
+for _ in $(seq 50); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url/readyz") || code=000
+  [ "$code" = 200 ] && break
+  sleep 0.2
+done
+[ "$code" = 200 ] || { echo "FAIL: $url/readyz answered $code for 10 s before the test; nothing to restart"; exit 1; }
 
 for w in $(seq 1 "$workers"); do
   client "$w" &
