@@ -99,7 +99,7 @@ if [ -n "$errors" ]; then
   die "the service answered 5xx during the run (see above)"
 fi
 if grep -q '"panic"' "$work/server.log"; then
-  grep '"panic"' "$work/server.log" | head -5
+  grep -m 5 '"panic"' "$work/server.log"
   die "the service panicked during the run"
 fi
 served=$(curl -fsS "$base/metrics" | awk '/^http_server_requests_total\{/ {n += $NF} END {print n+0}')
