@@ -39,34 +39,40 @@ pub struct FlushGuard {
     thread: Option<thread::JoinHandle<()>>,
 }
 
+/// Lock order: `state`, then `out`. Whoever writes a batch takes `out` before letting go of
+/// `state`, so batches reach the output in the order they were filled.
 struct Shared {
     state: Mutex<Batch>,
+    out: Mutex<Box<dyn Write + Send>>,
     wake: Condvar,
 }
 
 struct Batch {
     lines: Vec<u8>,
-    out: Box<dyn Write + Send>,
     closed: bool,
 }
 
-impl Batch {
-    /// Writes the batch out. Errors are dropped: there is nowhere left to report them.
-    fn write_out(&mut self) {
-        if !self.lines.is_empty() {
-            let _ = self.out.write_all(&self.lines);
-            let _ = self.out.flush();
-            self.lines.clear();
-        }
+/// Writes `lines` out and empties it. Errors are dropped: there is nowhere left to report them.
+fn write_out(out: &mut dyn Write, lines: &mut Vec<u8>) {
+    if !lines.is_empty() {
+        let _ = out.write_all(lines);
+        let _ = out.flush();
+        lines.clear();
     }
+}
+
+/// A panic while holding one of the locks leaves valid bytes behind: carry on.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Batch> {
-        // A panic while holding the lock leaves a batch that is still valid bytes.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
+    }
+
+    fn lock_out(&self) -> MutexGuard<'_, Box<dyn Write + Send>> {
+        lock(&self.out)
     }
 }
 
@@ -75,9 +81,9 @@ pub fn batch_writer(out: impl Write + Send + 'static) -> io::Result<(BatchWriter
     let shared = Arc::new(Shared {
         state: Mutex::new(Batch {
             lines: Vec::with_capacity(BATCH_CAPACITY),
-            out: Box::new(out),
             closed: false,
         }),
+        out: Mutex::new(Box::new(out)),
         wake: Condvar::new(),
     });
     let thread = thread::Builder::new().name("shipshape-log".into()).spawn({
@@ -95,8 +101,10 @@ pub fn batch_writer(out: impl Write + Send + 'static) -> io::Result<(BatchWriter
     ))
 }
 
-/// The writer thread: sleep until a batch starts, let it fill for a moment, write it.
+/// The writer thread: sleep until a batch starts, let it fill for a moment, write it. The
+/// batch is swapped for an empty buffer first, so loggers go on appending during the write.
 fn run(shared: &Shared) {
+    let mut writing = Vec::with_capacity(BATCH_CAPACITY);
     loop {
         let mut batch = shared.lock();
         while batch.lines.is_empty() && !batch.closed {
@@ -105,13 +113,19 @@ fn run(shared: &Shared) {
                 .wait(batch)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        if batch.closed {
-            batch.write_out();
+        if !batch.closed {
+            drop(batch);
+            thread::sleep(BATCH_WINDOW);
+            batch = shared.lock();
+        }
+        let closed = batch.closed;
+        std::mem::swap(&mut batch.lines, &mut writing);
+        let mut out = shared.lock_out();
+        drop(batch);
+        write_out(&mut **out, &mut writing);
+        if closed {
             return;
         }
-        drop(batch);
-        thread::sleep(BATCH_WINDOW);
-        shared.lock().write_out();
     }
 }
 
@@ -135,11 +149,13 @@ impl Write for LineWriter<'_> {
         let mut batch = self.shared.lock();
         if batch.closed {
             // After shutdown (a late line from another thread): write it straight through.
-            let _ = batch.out.write_all(line);
+            let _ = self.shared.lock_out().write_all(line);
             return Ok(line.len());
         }
         if batch.lines.len() + line.len() > BATCH_CAPACITY {
-            batch.write_out();
+            // The output cannot keep up: this logger writes the batch itself, holding the
+            // batch lock meanwhile, so every logger waits (back-pressure, nothing dropped).
+            write_out(&mut **self.shared.lock_out(), &mut batch.lines);
         }
         let was_empty = batch.lines.is_empty();
         batch.lines.extend_from_slice(line);
@@ -219,6 +235,59 @@ mod tests {
         // Lines after shutdown are written straight through, never lost.
         line(&writer, "late\n");
         assert_eq!(sink.text(), "last words\nlate\n");
+    }
+
+    /// An `out` whose first write waits until the test lets it go.
+    struct Stalled {
+        started: std::sync::mpsc::Sender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+        sink: Sink,
+        first: bool,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if std::mem::take(&mut self.first) {
+                let _ = self.started.send(());
+                let _ = self.go.recv();
+            }
+            self.sink.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn loggers_do_not_wait_for_a_slow_output() {
+        use std::sync::mpsc::channel;
+        let (started_tx, started) = channel();
+        let (go, go_rx) = channel();
+        let sink = Sink::default();
+        let stalled = Stalled {
+            started: started_tx,
+            go: go_rx,
+            sink: sink.clone(),
+            first: true,
+        };
+        let (writer, guard) = batch_writer(stalled).unwrap();
+        line(&writer, "first\n");
+        started
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the writer thread never wrote");
+        // The output is stuck in write(2); another line must still go through at once.
+        let (done_tx, done) = channel();
+        let w = writer.clone();
+        let t = thread::spawn(move || {
+            line(&w, "second\n");
+            let _ = done_tx.send(());
+        });
+        let appended = done.recv_timeout(Duration::from_secs(2));
+        go.send(()).unwrap();
+        t.join().unwrap();
+        assert!(appended.is_ok(), "a logger waited for the output");
+        drop(guard);
+        assert_eq!(sink.text(), "first\nsecond\n");
     }
 
     #[test]
