@@ -29,7 +29,7 @@ trap cleanup EXIT
 python3 bench/lib/otlp_sink.py "$d/sink.json" >"$d/sink.port" &
 pids+=($!)
 for _ in $(seq 50); do [ -s "$d/sink.port" ] && break; sleep 0.1; done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(python3 -c 'import sys; sys.path.insert(0, "bench/lib"); import harness; print(harness.free_port())')
 env -i PATH="$PATH" HOME="$HOME" \
   SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" SHIPSHAPE_DATABASE__URL="sqlite://$d/shipshape.db" \
   SHIPSHAPE_AUTH__ENABLED=false SHIPSHAPE_RATE_LIMIT__ENABLED=false SHIPSHAPE_LOG__FORMAT=json \
@@ -39,11 +39,16 @@ vg=$!
 pids+=("$vg")
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { tail -5 "$d/valgrind.log" "$d/server.log" >&2; exit 1; }
-for i in $(seq 50); do
-  curl -sf -X POST -H 'content-type: application/json' "http://127.0.0.1:$port/v1/items" \
-    -d "{\"name\":\"item $i\",\"description\":\"benchmark item\",\"price\":19.99,\"quantity\":$i,\"tags\":[\"bench\",\"kitchen\"]}"
-  echo
-done | python3 -c 'import json,sys; [print(json.loads(l)["id"]) for l in sys.stdin if l.strip()]' >"$d/ids"
+# The bench harness's own seeding: 50 items, then their ids for the Lua script.
+python3 - "$port" "$d/ids" <<'EOF'
+import pathlib, sys
+sys.path[:0] = ["bench/lib", "bench"]
+import bench
+port = int(sys.argv[1])
+bench.seed(port, {}, 50)
+ids, _ = bench.collect_ids_and_cursors(port, {})
+pathlib.Path(sys.argv[2]).write_text("\n".join(ids) + "\n")
+EOF
 
 load() { BENCH_MODE=get BENCH_IDS="$d/ids" wrk -t1 -c4 -d"$1" -s bench/lua/shipshape.lua "http://127.0.0.1:$port"; }
 load 3s >/dev/null
