@@ -74,7 +74,12 @@ def measure(binary, variants: list[str], cycles: int, slice_s: float, warmup: fl
             env = {"BENCH_TOKEN": auth.token or "", "BENCH_IDS": str(wd / f"ids-{name}"), "BENCH_GET_PCT": "90"}
             cpu0 = svc.cpu_seconds()
             r = b.run_wrk(svc.port, "mix", seconds, conns, env)
-            return {"requests": r["requests"], "errors": sum(r["errors"].values()), "cpu_s": svc.cpu_seconds() - cpu0}
+            return {
+                "requests": r["requests"],
+                "errors": sum(r["errors"].values()),
+                "cpu_s": svc.cpu_seconds() - cpu0,
+                "seconds": r["duration_us"] / 1e6,  # wrk runs whole seconds, not --slice exactly
+            }
 
         for name in servers:
             load(name, warmup)
@@ -121,7 +126,7 @@ def main() -> int:
         q = statistics.quantiles(rel, n=4) if len(rel) > 1 else [rel[0]] * 3
         summary[name] = {
             "cpu_us_per_req_median": round(statistics.median(per_req), 1),
-            "rps_median": round(statistics.median(c[name]["requests"] / args.slice for c in slices)),
+            "rps_median": round(statistics.median(c[name]["requests"] / c[name]["seconds"] for c in slices)),
             "overhead_pct_median": round(100 * statistics.median(rel), 1),
             "overhead_pct_quartiles": [round(100 * q[0], 1), round(100 * q[2], 1)],
             "errors": sum(c[name]["errors"] for c in slices),
