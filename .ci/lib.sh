@@ -8,8 +8,25 @@ export PATH="$CI_VENV/bin:$HOME/.cargo/bin:/usr/lib/postgresql/15/bin:$PATH"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 
 # shared/ (advisory DB, vetted pins, tool notes) sits beside the checkout on developer machines
-# and in the CI clone; a checkout elsewhere names it with SHIPSHAPE_SHARED_DIR.
-SHARED_DIR="${SHIPSHAPE_SHARED_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared}"
+# and in the CI clone. A clone of a local checkout made elsewhere (git clone ~/shipshape /tmp/x)
+# finds it beside its origin; anything else names it with SHIPSHAPE_SHARED_DIR. Exported, so
+# every stage and nix/static-checks.py read the same one.
+find_shared_dir() {
+  local here origin
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  if [ -d "$here/../shared" ]; then
+    echo "$here/../shared"
+    return
+  fi
+  origin=$(git -C "$here" remote get-url origin 2>/dev/null || true)
+  if [ -d "$origin/../shared" ]; then
+    (cd "$origin/../shared" && pwd)
+    return
+  fi
+  echo "$here/../shared" # missing: the stages that need it say so
+}
+SHARED_DIR="${SHIPSHAPE_SHARED_DIR:-$(find_shared_dir)}"
+export SHIPSHAPE_SHARED_DIR="$SHARED_DIR"
 
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
