@@ -187,6 +187,26 @@ impl Metrics {
     }
 
     /// Counts a request the service rejected itself.
+    /// Counts a served request and records its duration and body sizes.
+    pub fn observe_request(
+        &self,
+        labels: RequestLabels,
+        elapsed: std::time::Duration,
+        request_size: u64,
+        response_size: u64,
+    ) {
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.request_size
+            .get_or_create(&labels)
+            .observe(request_size as f64);
+        self.response_size
+            .get_or_create(&labels)
+            .observe(response_size as f64);
+    }
+
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }

@@ -16,7 +16,7 @@ use super::{
     AppState, otel,
     trace::{TraceContext, parse_traceparent},
 };
-use crate::{error::ApiError, metrics::RequestLabels};
+use crate::{error::ApiError, metrics::RequestLabels, telemetry::context::RequestContext};
 
 pub static X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,76 +69,86 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         ctx.sampled = crate::telemetry::sample_new_trace(draw);
     }
     let export = exporting && ctx.sampled;
-    let span = crate::telemetry::request_span(export, || {
-        tracing::info_span!(
-            "request",
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            method = %method,
-            route = %route,
-            // Recorded only when exporting; the HTTP semantic-convention attributes go straight to
-            // the OpenTelemetry span (otel.rs).
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-        )
-    });
+    // A tracing span only when something reads it: the exporter (sampled requests) or the
+    // human log format. JSON lines take the request's fields from the task-local context, so
+    // an unexported request pays for no span (docs/observability.md#overhead).
+    let span = if export || crate::telemetry::logs_use_spans() {
+        crate::telemetry::request_span(export, || {
+            tracing::info_span!(
+                "request",
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                method = %method,
+                route = %route,
+                // Recorded only when exporting; the HTTP semantic-convention attributes go
+                // straight to the OpenTelemetry span (otel.rs).
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+            )
+        })
+    } else {
+        tracing::Span::none()
+    };
     if export {
         let matched = (route != "unmatched").then_some(route.as_str());
         ctx = otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent);
     }
-    let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
-    otel::record(
-        &span,
-        [
-            ("trace_id", Some(&trace_id.as_str())),
-            ("span_id", Some(&span_id.as_str())),
-        ],
-    );
-    state.metrics.in_flight.inc();
-    let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
-    state.metrics.in_flight.dec();
-
-    let status = response.status();
-    let elapsed = start.elapsed();
-    let labels = RequestLabels {
-        method: method.to_owned(),
-        route,
-        status: status.as_u16(),
-    };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
-
-    let response_size = response.body().size_hint().exact().unwrap_or(0);
-    state
-        .metrics
-        .request_size
-        .get_or_create(&labels)
-        .observe(request_size as f64);
-    state
-        .metrics
-        .response_size
-        .get_or_create(&labels)
-        .observe(response_size as f64);
-    if export && ctx.sampled {
-        otel::end_server_span(&span, status);
-    }
-    span.in_scope(|| {
-        tracing::info!(
-            path = %path,
-            status = status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_size,
-            response_size,
-            client = %client,
-            user_agent = %user_agent,
-            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            "request completed"
+    if crate::telemetry::logs_use_spans() {
+        let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
+        otel::record(
+            &span,
+            [
+                ("trace_id", Some(&trace_id.as_str())),
+                ("span_id", Some(&span_id.as_str())),
+            ],
         );
-    });
+    }
+    let request = RequestContext {
+        trace_id: ctx.trace_id,
+        span_id: ctx.span_id,
+        method,
+        route: route.clone(),
+        exported: export,
+    };
+    let server_span = export.then(|| span.clone());
+    // Everything up to the log line runs inside the request's context (and span, if any), so
+    // the `request completed` line carries them like every other line of the request.
+    let mut response = request
+        .scope(async {
+            state.metrics.in_flight.inc();
+            let response = next.run(req).await;
+            state.metrics.in_flight.dec();
+            let status = response.status();
+            let elapsed = start.elapsed();
+            let response_size = response.body().size_hint().exact().unwrap_or(0);
+            state.metrics.observe_request(
+                RequestLabels {
+                    method: method.to_owned(),
+                    route,
+                    status: status.as_u16(),
+                },
+                elapsed,
+                request_size,
+                response_size,
+            );
+            tracing::info!(
+                path = %path,
+                status = status.as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                request_size,
+                response_size,
+                client = %client,
+                user_agent = %user_agent,
+                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+                "request completed"
+            );
+            response
+        })
+        .instrument(span)
+        .await;
+    if let Some(span) = server_span {
+        otel::end_server_span(&span, response.status());
+    }
 
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.trace_id_hex()) {

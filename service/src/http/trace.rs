@@ -1,12 +1,8 @@
-//! Trace context: W3C `traceparent` parsing, fresh ids, and the per-request task-local context.
+//! Trace context: W3C `traceparent` parsing and fresh trace and span ids.
 
 use std::cell::Cell;
 
 use uuid::Uuid;
-
-tokio::task_local! {
-    static CURRENT: TraceContext;
-}
 
 /// The trace a request belongs to and the id of the server span that handles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +59,11 @@ impl TraceContext {
             u8::from(self.sampled)
         )
     }
-
-    /// Runs `fut` with this context as the current one (see [`current_trace_id`]).
-    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
-        CURRENT.scope(self, fut).await
-    }
 }
 
 /// The trace id of the request being served by this task, if any.
 pub fn current_trace_id() -> Option<String> {
-    CURRENT.try_with(|c| c.trace_id_hex()).ok()
+    crate::telemetry::context::with_current(|c| hex(&c.trace_id))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,12 +1,12 @@
 //! Logging and tracing set-up: JSON lines (or a human format) filtered with `EnvFilter`, and
 //! optional OpenTelemetry span export over OTLP/HTTP.
 
+pub mod context;
+mod filter;
+mod json;
 mod writer;
 
-use std::{
-    cell::Cell,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -15,8 +15,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing::subscriber::Interest;
-use tracing_subscriber::{EnvFilter, Layer, filter::DynFilterFn, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
@@ -26,6 +25,15 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// True when an OpenTelemetry exporter is installed.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Whether the log format shows request spans (the human one does; JSON lines take the request
+/// fields from [`context`]).
+static LOG_SPANS: AtomicBool = AtomicBool::new(false);
+
+/// True when every request needs a tracing span for its log lines, exported or not.
+pub fn logs_use_spans() -> bool {
+    LOG_SPANS.load(Ordering::Relaxed)
 }
 
 /// Share of new traces to export, as the `u64` threshold a random draw must stay under
@@ -38,18 +46,13 @@ pub fn sample_new_trace(draw: u64) -> bool {
     threshold == u64::MAX || draw < threshold
 }
 
-thread_local! {
-    /// Whether the request span about to be created on this thread is exported.
-    static EXPORT_NEXT_REQUEST: Cell<bool> = const { Cell::new(false) };
-}
-
 /// Creates the request span with `make`, visible to the span exporter only if `sampled`.
 /// Unsampled requests (and their database spans) then never reach the OpenTelemetry layer,
 /// so they cost what they cost without export (docs/observability.md#overhead).
 pub fn request_span(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    EXPORT_NEXT_REQUEST.set(sampled);
+    filter::EXPORT_NEXT_REQUEST.set(sampled);
     let span = make();
-    EXPORT_NEXT_REQUEST.set(false);
+    filter::EXPORT_NEXT_REQUEST.set(false);
     span
 }
 
@@ -85,23 +88,15 @@ pub fn init(
     let (writer, log_writer) =
         writer::batch_writer(std::io::stdout()).context("starting the log writer thread")?;
     let fmt_layer = match log.format {
-        // json-subscriber writes the same schema as tracing-subscriber's JSON formatter but
-        // keeps span fields as values: the built-in one stores them as JSON text and parses it
-        // again on every `record` and every event (docs/observability.md#overhead).
-        LogFormat::Json => json_subscriber::fmt::layer()
-            .with_writer(writer)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_target(true)
-            .with_filter(filter)
-            .boxed(),
+        // Our own layer for the one JSON schema (see `json` for why).
+        LogFormat::Json => json::JsonLayer::new(writer).with_filter(filter).boxed(),
         LogFormat::Pretty => fmt::layer()
             .with_writer(writer)
             .with_target(false)
             .with_filter(filter)
             .boxed(),
     };
+    LOG_SPANS.store(log.format == LogFormat::Pretty, Ordering::Relaxed);
     let endpoint = telemetry.traces_endpoint().filter(|_| export);
     let provider = match &endpoint {
         Some(endpoint) => Some(provider(
@@ -122,9 +117,12 @@ pub fn init(
             .with_threads(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            .with_filter(export_filter())
+            .with_filter(filter::export_filter())
     });
     tracing_subscriber::registry()
+        .with(filter::SpanGate {
+            log_spans: log.format == LogFormat::Pretty,
+        })
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
@@ -145,36 +143,6 @@ pub fn init(
     Ok(Telemetry {
         provider,
         _log_writer: log_writer,
-    })
-}
-
-/// What the OpenTelemetry layer sees: our spans and warnings, and only inside a sampled
-/// request (a span the layer does not see cannot become an orphan root of its own).
-fn export_filter<S>() -> DynFilterFn<
-    S,
-    impl Fn(&tracing::Metadata<'_>, &tracing_subscriber::layer::Context<'_, S>) -> bool,
->
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    DynFilterFn::new(
-        |meta: &tracing::Metadata<'_>, cx: &tracing_subscriber::layer::Context<'_, S>| {
-            if meta.is_span() && meta.name() == "request" {
-                return EXPORT_NEXT_REQUEST.get();
-            }
-            if meta.is_event() && *meta.level() > tracing::Level::WARN {
-                return false;
-            }
-            // The context only shows spans this layer sees: is there a sampled request around?
-            cx.lookup_current().is_some()
-        },
-    )
-    .with_callsite_filter(|meta| {
-        if meta.target().starts_with("shipshape") {
-            Interest::sometimes()
-        } else {
-            Interest::never()
-        }
     })
 }
 

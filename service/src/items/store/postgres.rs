@@ -129,7 +129,7 @@ impl PgStore {
 
 #[async_trait]
 impl ItemStore for PgStore {
-    #[tracing::instrument(level = "debug", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "items"))]
     async fn create(
         &self,
         item: &Item,
@@ -155,7 +155,7 @@ impl ItemStore for PgStore {
         }
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items WHERE id = $1",
@@ -166,7 +166,7 @@ impl ItemStore for PgStore {
         row.as_ref().map(row_to_item).transpose()
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn list(&self, q: &ListQuery) -> Result<Vec<Item>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items \
@@ -184,7 +184,7 @@ impl ItemStore for PgStore {
         rows.iter().map(row_to_item).collect()
     }
 
-    #[tracing::instrument(level = "debug", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "items"))]
     async fn update(
         &self,
         id: Uuid,
@@ -215,7 +215,7 @@ impl ItemStore for PgStore {
         }
     }
 
-    #[tracing::instrument(level = "debug", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "items"))]
     async fn delete(
         &self,
         id: Uuid,
@@ -234,7 +234,7 @@ impl ItemStore for PgStore {
         self.missing_or_stale(id).await
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&mut *self.conn().await?)
@@ -246,7 +246,7 @@ impl ItemStore for PgStore {
         self.pool.close().await;
     }
 
-    #[tracing::instrument(level = "debug", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
+    #[tracing::instrument(level = "info", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)

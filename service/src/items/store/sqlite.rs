@@ -66,7 +66,7 @@ fn tags_json(tags: &[String]) -> String {
 
 #[async_trait]
 impl ItemStore for SqliteStore {
-    #[tracing::instrument(level = "debug", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "INSERT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "INSERT", db.collection.name = "items"))]
     async fn create(
         &self,
         item: &Item,
@@ -130,7 +130,7 @@ impl ItemStore for SqliteStore {
         Ok(CreateOutcome::Created(item.clone()))
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items WHERE id = ?1",
@@ -141,7 +141,7 @@ impl ItemStore for SqliteStore {
         row.as_ref().map(row_to_item).transpose()
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn list(&self, q: &ListQuery) -> Result<Vec<Item>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, description, price_cents, quantity, tags, created_at, updated_at, version FROM items \
@@ -159,7 +159,7 @@ impl ItemStore for SqliteStore {
         rows.iter().map(row_to_item).collect()
     }
 
-    #[tracing::instrument(level = "debug", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "UPDATE", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "UPDATE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "UPDATE", db.collection.name = "items"))]
     async fn update(
         &self,
         id: Uuid,
@@ -191,7 +191,7 @@ impl ItemStore for SqliteStore {
         }
     }
 
-    #[tracing::instrument(level = "debug", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "DELETE items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "items"))]
     async fn delete(
         &self,
         id: Uuid,
@@ -209,7 +209,7 @@ impl ItemStore for SqliteStore {
         self.missing_or_stale(id).await
     }
 
-    #[tracing::instrument(level = "debug", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
+    #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "SELECT", db.collection.name = "items"))]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&mut *self.conn().await?)
@@ -221,7 +221,7 @@ impl ItemStore for SqliteStore {
         self.pool.close().await;
     }
 
-    #[tracing::instrument(level = "debug", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
+    #[tracing::instrument(level = "info", name = "DELETE idempotency_keys", skip_all, fields(otel.kind = "client", db.system.name = "sqlite", db.operation.name = "DELETE", db.collection.name = "idempotency_keys"))]
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let _turn = self.write_turn().await?;
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
