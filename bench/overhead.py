@@ -16,7 +16,8 @@ server's ~60.
 Variants (`--variants`, default all):
   off        request logs off (log.level=warn), no span export; metrics stay on (always are)
   logs       JSON request logs at info (the default), no span export
-  export10   logs + OTLP/HTTP span export of 10% of traces (telemetry.sample_ratio=0.1)
+  export5    logs + OTLP/HTTP span export of 5% of traces (telemetry.sample_ratio=0.05)
+  export10   logs + export of 10% of traces (telemetry.sample_ratio=0.1)
   export100  logs + export of every trace
 
 Usage: bench/overhead.py [--bin PATH] [--cycles 12] [--slice 2] [--variants off,logs,...] [--out F]
@@ -40,6 +41,7 @@ import harness as h  # noqa: E402
 VARIANTS = {
     "off": ({"SHIPSHAPE_LOG__LEVEL": "warn"}, None),
     "logs": ({}, None),
+    "export5": ({}, "0.05"),
     "export10": ({}, "0.1"),
     "export100": ({}, "1.0"),
 }

@@ -131,14 +131,16 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 request_size,
                 response_size,
             );
+            // `&str` values, not `%display`: a string is copied as it is, without the
+            // formatting machinery.
             tracing::info!(
-                path = %path,
+                path = path.as_str(),
                 status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 request_size,
                 response_size,
-                client = %client,
-                user_agent = %user_agent,
+                client = client.as_str(),
+                user_agent = user_agent.as_str(),
                 request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
                 "request completed"
             );
