@@ -321,6 +321,7 @@ async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
     let r = c
         .get(server.url("/v1/items?limit=3"))
         .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .header("user-agent", "otlp-test/1.0")
         .send()
         .await
         .unwrap();
@@ -379,6 +380,29 @@ async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
         attr_str(&server_span.attributes, "http.response.status_code").as_deref(),
         Some("200")
     );
+    assert_eq!(
+        attr_str(&server_span.attributes, "url.path").as_deref(),
+        Some("/v1/items")
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "url.scheme").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "client.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attr_str(&server_span.attributes, "user_agent.original").as_deref(),
+        Some("otlp-test/1.0")
+    );
+    for own_field in ["trace_id", "span_id", "method", "route"] {
+        assert_eq!(
+            attr_str(&server_span.attributes, own_field),
+            None,
+            "{own_field}: log fields are not span attributes"
+        );
+    }
     let db_span = spans
         .iter()
         .map(|(s, _)| s)

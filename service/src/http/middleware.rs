@@ -10,7 +10,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use tracing::Instrument;
+use tracing::{Instrument, field::Empty};
 
 use super::{
     AppState, otel,
@@ -74,16 +74,24 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     // an unexported request pays for no span (docs/observability.md#overhead).
     let span = if export || crate::telemetry::logs_use_spans() {
         crate::telemetry::request_span(export, || {
+            // Fields for the human log format (recorded only for it) and for the exporter:
+            // the span name and kind and the HTTP semantic-convention attributes (otel.rs).
             tracing::info_span!(
                 "request",
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-                method = %method,
-                route = %route,
-                // Recorded only when exporting; the HTTP semantic-convention attributes go
-                // straight to the OpenTelemetry span (otel.rs).
-                otel.name = tracing::field::Empty,
-                otel.kind = tracing::field::Empty,
+                trace_id = Empty,
+                span_id = Empty,
+                method = Empty,
+                route = Empty,
+                otel.name = Empty,
+                otel.kind = Empty,
+                http.request.method = Empty,
+                http.route = Empty,
+                url.path = Empty,
+                url.scheme = Empty,
+                client.address = Empty,
+                user_agent.original = Empty,
+                http.response.status_code = Empty,
+                otel.status_code = Empty,
             )
         })
     } else {
@@ -100,6 +108,8 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             [
                 ("trace_id", Some(&trace_id.as_str())),
                 ("span_id", Some(&span_id.as_str())),
+                ("method", Some(&method)),
+                ("route", Some(&route.as_str())),
             ],
         );
     }

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use opentelemetry::{
     Context,
-    trace::{SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState},
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
 use tracing::{
     Span,
@@ -39,13 +39,24 @@ pub fn start_server_span(
         Some(r) => format!("{method} {r}"),
         None => method.to_owned(),
     };
-    // Name and kind must be fields (the layer reads them before it builds the span); one
-    // `record_all`, because the JSON log layer does work for every `record` call.
+    let client_ip = client.rsplit_once(':').map_or(client, |(ip, _)| ip);
+    // Name, kind and the HTTP attributes as fields, in one `record_all` before the span is
+    // built: the layer puts them on the span builder. (After it is built, each
+    // `set_attribute` finds the span through the subscriber again: ~0.9k instructions each.)
     record(
         span,
         [
             ("otel.name", Some(&name.as_str())),
             ("otel.kind", Some(&"server")),
+            ("http.request.method", Some(&method)),
+            ("http.route", route.as_ref().map(|r| r as &dyn Value)),
+            ("url.path", Some(&path)),
+            ("url.scheme", Some(&"http")),
+            ("client.address", Some(&client_ip)),
+            (
+                "user_agent.original",
+                (!user_agent.is_empty()).then_some(&user_agent as &dyn Value),
+            ),
         ],
     );
     // Builds the span: the sampler decides here.
@@ -55,21 +66,6 @@ pub fn start_server_span(
         // No exporter behind the span after all: fall back to our own ids.
         return TraceContext::new(parent);
     }
-    if sc.is_sampled() {
-        // The HTTP attributes go to the OpenTelemetry span only: as tracing fields the log
-        // layer would store them too. Unsampled spans are never exported, so they get none.
-        let client_ip = client.rsplit_once(':').map_or(client, |(ip, _)| ip);
-        span.set_attribute("http.request.method", method.to_owned());
-        if let Some(route) = route {
-            span.set_attribute("http.route", route.to_owned());
-        }
-        span.set_attribute("url.path", path.to_owned());
-        span.set_attribute("url.scheme", "http");
-        span.set_attribute("client.address", client_ip.to_owned());
-        if !user_agent.is_empty() {
-            span.set_attribute("user_agent.original", user_agent.to_owned());
-        }
-    }
     TraceContext {
         trace_id: sc.trace_id().to_bytes(),
         span_id: sc.span_id().to_bytes(),
@@ -78,13 +74,18 @@ pub fn start_server_span(
     }
 }
 
-/// Records the outcome of a sampled span: status code, and error status for 5xx (4xx are the
-/// client's).
+/// Records the outcome: status code, and error status for 5xx (4xx are the client's).
 pub fn end_server_span(span: &Span, status: StatusCode) {
-    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.set_status(Status::error(""));
-    }
+    record(
+        span,
+        [
+            ("http.response.status_code", Some(&i64::from(status.as_u16()))),
+            (
+                "otel.status_code",
+                status.is_server_error().then_some(&"error" as &dyn Value),
+            ),
+        ],
+    );
 }
 
 /// Records several fields of `span` in one call (see `start_server_span` for why). `None`
