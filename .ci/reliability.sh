@@ -52,7 +52,7 @@ for name in "${selected[@]}"; do
     rm -rf "$out"
     log "telemetry overhead harness, smoke mode (bench/overhead.py: every variant serves, no errors)"
     if timeout --kill-after=10 120 python3 bench/overhead.py --cycles 1 --slice 1 --warmup 0.5; then
-      results+=("overhead-smoke: PASS (off, logs, export5, export10, export100 served without errors)")
+      results+=("overhead-smoke: PASS (off, off2, logs, export5, export10, export100 served without errors)")
     else
       results+=("overhead-smoke: FAIL (see above)")
       failed=1

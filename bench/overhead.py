@@ -15,6 +15,8 @@ server's ~60.
 
 Variants (`--variants`, default all):
   off        request logs off (log.level=warn), no span export; metrics stay on (always are)
+  off2       a second, identical `off` server: the A/A control; how far it lands from `off`
+             is what two servers differ by without any telemetry difference (the noise floor)
   logs       JSON request logs at info (the default), no span export
   export5    logs + OTLP/HTTP span export of 5% of traces (telemetry.sample_ratio=0.05)
   export10   logs + export of 10% of traces (telemetry.sample_ratio=0.1)
@@ -40,6 +42,7 @@ import harness as h  # noqa: E402
 
 VARIANTS = {
     "off": ({"SHIPSHAPE_LOG__LEVEL": "warn"}, None),
+    "off2": ({"SHIPSHAPE_LOG__LEVEL": "warn"}, None),
     "logs": ({}, None),
     "export5": ({}, "0.05"),
     "export10": ({}, "0.1"),
