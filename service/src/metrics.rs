@@ -86,6 +86,15 @@ impl Format {
     }
 }
 
+/// A request being served; see [`Metrics::in_flight_guard`].
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric the service exports, registered once at start-up.
 pub struct Metrics {
     registry: Registry,
@@ -93,7 +102,7 @@ pub struct Metrics {
     pub duration: Family<RequestLabels, Histogram>,
     pub request_size: Family<RequestLabels, Histogram>,
     pub response_size: Family<RequestLabels, Histogram>,
-    pub in_flight: Gauge,
+    in_flight: Gauge,
     pub rejected: Family<RejectLabels, Counter>,
     pool: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     pool_max: Gauge,
@@ -187,6 +196,13 @@ impl Metrics {
     }
 
     /// Counts a request the service rejected itself.
+    /// Counts a request as in flight until the guard is dropped, also when the request future is
+    /// dropped half-way (the client went away).
+    pub fn in_flight_guard(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
     /// Counts a served request and records its duration and body sizes.
     pub fn observe_request(
         &self,
@@ -334,6 +350,17 @@ impl Collector for ProcessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_request_leaves_the_in_flight_gauge() {
+        let metrics = Metrics::new(Histogram::new(ACQUIRE_BUCKETS.iter().copied()));
+        let served = metrics.in_flight_guard();
+        let cancelled = metrics.in_flight_guard();
+        assert_eq!(metrics.in_flight.get(), 2);
+        drop(cancelled);
+        drop(served);
+        assert_eq!(metrics.in_flight.get(), 0);
+    }
 
     #[test]
     fn negotiates_the_text_format() {

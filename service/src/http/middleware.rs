@@ -125,9 +125,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     // the `request completed` line carries them like every other line of the request.
     let mut response = request
         .scope(async {
-            state.metrics.in_flight.inc();
+            let in_flight = state.metrics.in_flight_guard();
             let response = next.run(req).await;
-            state.metrics.in_flight.dec();
+            drop(in_flight);
             let status = response.status();
             let elapsed = start.elapsed();
             let response_size = response.body().size_hint().exact().unwrap_or(0);
@@ -151,7 +151,10 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 response_size,
                 client = client.as_str(),
                 user_agent = user_agent.as_str(),
-                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+                request_id = request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
                 "request completed"
             );
             response

@@ -79,7 +79,10 @@ pub fn end_server_span(span: &Span, status: StatusCode) {
     record(
         span,
         [
-            ("http.response.status_code", Some(&i64::from(status.as_u16()))),
+            (
+                "http.response.status_code",
+                Some(&i64::from(status.as_u16())),
+            ),
             (
                 "otel.status_code",
                 status.is_server_error().then_some(&"error" as &dyn Value),
