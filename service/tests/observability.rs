@@ -429,6 +429,77 @@ async fn spans_are_exported_over_otlp_with_parent_and_database_child() {
     );
 }
 
+/// A 5xx marks the server span ERROR; a 4xx is the client's and leaves the status unset (HTTP
+/// semantic conventions). The 503 is `/readyz` while the instance drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_mark_the_span_and_client_errors_do_not() {
+    let (port, received) = otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut server = start(
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("SHIPSHAPE_HTTP__DRAIN_DELAY", "2s"),
+        ],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let get = |path: &str, trace: &str| {
+        c.get(server.url(path))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .send()
+    };
+    let client_error = "7bf92f3577b34da6a3ce929d0e0e4736";
+    let server_error = "8bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(
+        get("/no/such/path", client_error).await.unwrap().status(),
+        404
+    );
+    server.signal("TERM");
+    // Draining: /readyz answers 503 at once, and the server keeps serving for drain_delay.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get("/readyz", server_error)
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503, "/readyz while draining");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server_span = |trace: &str| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .find(|s| hex(&s.trace_id) == trace && s.kind == 2)
+            .cloned()
+            .unwrap_or_else(|| panic!("no server span for {trace}"))
+    };
+    let span = server_span(server_error);
+    assert_eq!(
+        attr_str(&span.attributes, "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert_eq!(span.status.map(|s| s.code), Some(2), "STATUS_CODE_ERROR");
+    let span = server_span(client_error);
+    assert_eq!(
+        attr_str(&span.attributes, "http.response.status_code").as_deref(),
+        Some("404")
+    );
+    assert_eq!(span.status.map_or(0, |s| s.code), 0, "STATUS_CODE_UNSET");
+}
+
 /// `telemetry.sample_ratio = 0`: new traces are not exported, but the caller's sampling
 /// decision in `traceparent` is followed (ParentBased), and the response says which it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
