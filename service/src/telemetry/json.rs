@@ -243,11 +243,13 @@ fn escape_byte(b: u8) -> Option<([u8; 6], usize)> {
     Some(([b'\\', short, 0, 0, 0, 0], 2))
 }
 
+/// `bytes` in lower-case hex (at most 16 bytes: the trace id).
 fn hex(bytes: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let mut text = [0u8; 32];
+    if let Some(text) = text.get_mut(..bytes.len() * 2)
+        && hex::encode_to_slice(bytes, text).is_ok()
+    {
+        out.extend_from_slice(text);
     }
 }
 
@@ -290,40 +292,21 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use proptest::prelude::*;
     use serde_json::{Value, json};
     use tracing_subscriber::prelude::*;
 
     use super::*;
-    use crate::telemetry::context::RequestContext;
+    use crate::telemetry::{context::RequestContext, writer::tests::Sink};
 
-    /// Collects what the layer writes.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn lines(&self) -> Vec<Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                .collect()
-        }
+    /// Every line the layer wrote, parsed.
+    fn lines(sink: &Sink) -> Vec<Value> {
+        sink.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
     }
 
     fn capture(f: impl FnOnce()) -> Vec<Value> {
@@ -332,7 +315,7 @@ mod tests {
         let subscriber =
             tracing_subscriber::registry().with(JsonLayer::new(move || writer.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        sink.lines()
+        lines(&sink)
     }
 
     #[test]
@@ -394,7 +377,7 @@ mod tests {
         ctx.scope(async { tracing::info!(status = 201_u16, "request completed") })
             .await;
         tracing::info!("after");
-        let lines = sink.lines();
+        let lines = lines(&sink);
         assert_eq!(
             lines[0]["span"],
             json!({"name": "request", "trace_id": "ab".repeat(16), "span_id": "0123456789abcdef",

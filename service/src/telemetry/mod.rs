@@ -96,7 +96,8 @@ pub fn init(
             .with_filter(filter)
             .boxed(),
     };
-    LOG_SPANS.store(log.format == LogFormat::Pretty, Ordering::Relaxed);
+    let log_spans = log.format == LogFormat::Pretty;
+    LOG_SPANS.store(log_spans, Ordering::Relaxed);
     let endpoint = telemetry.traces_endpoint().filter(|_| export);
     let provider = match &endpoint {
         Some(endpoint) => Some(provider(
@@ -120,9 +121,7 @@ pub fn init(
             .with_filter(filter::export_filter())
     });
     tracing_subscriber::registry()
-        .with(filter::SpanGate {
-            log_spans: log.format == LogFormat::Pretty,
-        })
+        .with(filter::SpanGate { log_spans })
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;

@@ -182,12 +182,12 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// An in-memory `out` the test can read while the writer owns it.
+    /// An in-memory `out` the test can read while the writer (or a log layer) owns it.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::telemetry) struct Sink(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Sink {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -200,7 +200,7 @@ mod tests {
     }
 
     impl Sink {
-        fn text(&self) -> String {
+        pub(in crate::telemetry) fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
     }
