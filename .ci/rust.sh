@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rust stage: formatting, clippy (-D warnings), the whole test suite (unit, API over real HTTP
-# on SQLite and PostgreSQL, process tests of the real binary) under line coverage, and the
-# debug binary that later stages run.
+# on SQLite and PostgreSQL, process tests of the real binary) under line coverage, run from a
+# copy of exactly the files the Nix source filter selects, and the debug binary that later
+# stages run.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
@@ -24,9 +25,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "build (the binary later stages run)"
 cargo build --workspace --locked
 
-log "tests (SQLite and PostgreSQL) with line coverage"
+log "tests (SQLite and PostgreSQL) with line coverage, from the Nix build's source files"
+# The flake's nextest check sees only the files nix/source.nix selects, so the suite runs from a
+# copy of exactly those files: a test that reads a file the filter drops fails here, not on the
+# first `nix flake check`. nix-instantiate evaluates the filter spec (no nixpkgs needed).
+ensure_apt nix-instantiate nix-bin
+export NIX_CONFIG="build-users-group ="
+root=$PWD
+filtered=$(mktemp -d /tmp/shipshape-filtered-src.XXXXXX)
+python3 nix/static-checks.py materialize "$filtered"
 start_postgres
+trap '_pg_stop; rm -rf "$filtered"' EXIT
 threshold=$(cat .ci/coverage-threshold)
-# CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them.
-CI=true cargo llvm-cov nextest --workspace --locked --no-fail-fast \
-  --fail-under-lines "$threshold" --summary-only
+# CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them. The
+# checkout's target/ keeps the dependency builds; only the workspace crate is rebuilt.
+(cd "$filtered" && CI=true CARGO_TARGET_DIR="$root/target" cargo llvm-cov nextest --workspace --locked \
+  --no-fail-fast --fail-under-lines "$threshold" --summary-only)

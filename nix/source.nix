@@ -1,7 +1,7 @@
 # What the Rust build is allowed to see. The spec is plain data on purpose: .ci/nix.sh evaluates
 # it without nixpkgs (`nix-instantiate --eval --strict --json -E '(import ./nix/source.nix).spec'`)
-# and proves that every file the build reads (sources, include_str!/include_bytes! targets,
-# sqlx migrations, .sqlx query data) is inside. `mkSource` turns it into crane sources with
+# and proves that every file the build and the tests read (sources, include_str!/include_bytes!
+# targets, sqlx migrations, .sqlx query data, test fixtures) is inside. `mkSource` turns it into crane sources with
 # lib.fileset, so editing the README or the manifests never rebuilds the binary.
 let
   spec = {
@@ -9,8 +9,10 @@ let
     files = ["Cargo.toml" "Cargo.lock"];
     # Crate directories: crane's commonCargoSources keeps Cargo.toml, Cargo.lock, *.rs, *.toml.
     cargoSources = ["service"];
-    # Directories kept whole: data the compiler embeds (sqlx::migrate!).
-    dirs = ["service/migrations"];
+    # Directories kept whole: data the compiler embeds (sqlx::migrate!) and data the tests read
+    # at run time under CARGO_MANIFEST_DIR (the PEM keys of tests/security.rs). The rust stage
+    # (.ci/rust.sh) runs the whole test suite from a copy of exactly these files.
+    dirs = ["service/migrations" "service/tests/fixtures"];
     # Kept whole when present: sqlx offline query data, cargo configuration.
     optionalDirs = [".sqlx" "service/.sqlx" ".cargo"];
     # Kustomizations the kustomize check renders and validates (not part of the Rust build).

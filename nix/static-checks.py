@@ -8,6 +8,8 @@
                             an image's config (Docker config JSON) is the contract's, plus
                             exactly LABELS if given (else non-empty version/revision labels)
   source-filter [DEPINFO..] every file the build reads is inside the crane source filter
+  materialize DEST          copy exactly the files the crane source filter selects to DEST
+                            (.ci/rust.sh runs the test suite there)
 
 Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
 filter spec; the rest is plain Python so the checks run on machines without Nix.
@@ -17,6 +19,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -229,6 +232,45 @@ MIGRATE = re.compile(r'\bmigrate!\s*\(\s*(?:' + STR + r')?\s*\)')
 QUERY_FILE = re.compile(r'\bquery(?:_as|_scalar)?_file(?:_as)?(?:_unchecked)?!\s*\(\s*(?:[\w:]+\s*,\s*)?' + STR)
 QUERY_MACRO = re.compile(r'\bquery(?:_as|_scalar)?(?:_unchecked)?!\s*\(')
 RERUN = re.compile(r'cargo:rerun-if-changed=([^"\s)]+)')
+# Run-time reads: a path built from the crate directory (what tests do to find fixtures),
+# e.g. format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")), or
+# Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data.json").
+MANIFEST_DIR = re.compile(r'\benv!\s*\(\s*"CARGO_MANIFEST_DIR"\s*\)|\bvar(?:_os)?\s*\(\s*"CARGO_MANIFEST_DIR"\s*\)')
+LITERAL = re.compile(STR)
+
+
+def manifest_dir_reads(member, rs, text, universe):
+    """(path, reason) pairs for paths under CARGO_MANIFEST_DIR that `rs` builds at run time.
+
+    The path is taken from the string literals on the lines around each use of the variable:
+    placeholders ({}, {name}) cut it to the directory they sit in, and everything tracked
+    under that directory is needed. A use with no path literal nearby is reported as a failure
+    (the build might read anything), so a new kind of read cannot pass unnoticed."""
+    need = []
+    lines = text.splitlines()
+    for m in MANIFEST_DIR.finditer(text):
+        lineno = text.count("\n", 0, m.start())
+        window = "\n".join(lines[max(0, lineno - 2):lineno + 3])
+        where = f"{rs}:{lineno + 1}"
+        paths = []
+        for lit in LITERAL.findall(window):
+            if lit == "CARGO_MANIFEST_DIR" or "/" not in lit and "." not in lit:
+                continue
+            rel = lit[2:] if lit.startswith("{}") else lit
+            static = rel.split("{", 1)[0]
+            if "{" in rel:  # a placeholder inside the name: the directory it sits in
+                static = static.rsplit("/", 1)[0] if not static.endswith("/") else static
+            static = static.strip("/")
+            if static:
+                paths.append(os.path.normpath(os.path.join(member, static)))
+        if not paths:
+            need.append((f"{where} (CARGO_MANIFEST_DIR)", "run-time read whose path this scan cannot tell"))
+        for path in paths:
+            found = files_under(path, universe)
+            if not found:
+                need.append((path, f"run-time read under CARGO_MANIFEST_DIR at {where}"))
+            need += [(f, f"run-time read under CARGO_MANIFEST_DIR at {where}") for f in sorted(found)]
+    return need
 
 
 def required_files(universe):
@@ -255,6 +297,7 @@ def required_files(universe):
                 if not found:
                     need.append((mig_dir, f"migrate! in {rs} (no tracked migrations found)"))
                 need += [(f, f"migrate! in {rs}") for f in sorted(found)]
+            need += manifest_dir_reads(member, rs, text, universe)
             for m in QUERY_FILE.finditer(text):
                 need.append((os.path.join(member, m.group(1)), f"query_file! in {rs}"))
             uses_query_macros |= QUERY_MACRO.search(text) is not None
@@ -308,8 +351,29 @@ def check_source_filter(dep_infos):
     if not bad:
         kept = sum(in_filter(f, spec) for f in tracked)
         src = f" and {len(dep_infos)} dep-info file(s)" if dep_infos else ""
-        ok(f"all {len(set(need))} files the build needs (sources, includes, migrations{src}) are in the "
+        ok(f"all {len(set(need))} files the build and tests need (sources, includes, migrations, run-time "
+           f"reads under CARGO_MANIFEST_DIR{src}) are in the "
            f"filter, which keeps {kept} of {len(tracked)} tracked files")
+
+
+def filter_files(spec):
+    """The tracked files the Nix source (mkSource's `src`) holds: a flake sees git's files only."""
+    return sorted(f for f in git_files() if in_filter(f, spec) and os.path.isfile(f))
+
+
+def materialize(dest):
+    """Copy exactly the files the crane source filter selects into the empty directory DEST, so
+    the test suite can run on what `nix flake check`'s nextest check sees."""
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        sys.exit(f"materialize: {dest} must be an empty directory or not exist")
+    spec = nix_eval("(import ./nix/source.nix).spec")
+    files = filter_files(spec)
+    if not files:
+        sys.exit("materialize: the source filter selects no files")
+    for f in files:
+        os.makedirs(os.path.join(dest, os.path.dirname(f)), exist_ok=True)
+        shutil.copy2(f, os.path.join(dest, f))  # keeps the mode, as the Nix store copy does
+    ok(f"copied the {len(files)} files the crane source filter selects (of {len(git_files())} tracked) to {dest}")
 
 
 def main():
@@ -318,7 +382,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"lock": check_lock, "paths": check_paths, "contract": check_contract,
      "image-config": lambda: check_image_config(*args),
-     "source-filter": lambda: check_source_filter(args)}[cmd]()
+     "source-filter": lambda: check_source_filter(args),
+     "materialize": lambda: materialize(*args)}[cmd]()
     sys.exit(1 if failures else 0)
 
 
