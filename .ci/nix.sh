@@ -4,7 +4,9 @@
 # they prove). What this proves: every .nix file parses and is alejandra-formatted, deadnix
 # finds nothing, flake.lock matches flake.nix and the vetted pins, every path the Nix files
 # name exists, the image contract states the service contract, every file the Rust build
-# reads is inside the crane source filter, and TOML is taplo-formatted like the flake checks.
+# reads is inside the crane source filter (the rust stage also runs the tests from exactly those
+# files), every crane builder gets pname/version, the flake's cargo-audit command passes when
+# run with the real cargo-audit, and TOML is taplo-formatted like the flake checks.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
@@ -53,6 +55,17 @@ log "crane source filter covers every file the build reads"
 mapfile -t dep_info < <(ls target/debug/shipshape.d target/release/shipshape.d \
   "$CI_CACHE"/musl-target/*/release/shipshape.d 2>/dev/null || true)
 python3 nix/static-checks.py source-filter "${dep_info[@]}" || die "the crane source filter misses files the build needs"
+
+# nix/crane-model.nix imitates crane, nixpkgs and rust-overlay just enough to evaluate our Nix
+# files here; docs/pipeline.md says what it can and cannot catch.
+log "crane builder calls get pname and version (model of crane's placeholder warning)"
+python3 nix/static-checks.py placeholders || die "a crane builder would use placeholder pname/version"
+
+log "the flake's cargo-audit check, run here with the real cargo-audit"
+# The exact command crane's cargoAudit runs for our check (arguments from nix/audit.nix, i.e.
+# deny.toml's reviewed ignores), on the advisory-db snapshot flake.lock locks.
+ensure_cargo cargo-audit cargo-audit --version 0.22.2
+python3 nix/static-checks.py audit || die "the flake's cargo-audit check would fail"
 
 log "taplo fmt --check (same config as the toml-fmt flake check)"
 mapfile -t toml_files < <(git ls-files --cached --others --exclude-standard -- '*.toml' | sort -u)

@@ -11,6 +11,12 @@
 }: let
   inherit (shipshape) commonArgs cargoArtifacts;
   contract = ./image-contract.json;
+  # The root Cargo.toml is a virtual workspace without a name or version: crane builders whose
+  # src is the repository root get them here, or crane warns that it uses placeholders.
+  name = {
+    pname = "shipshape";
+    inherit (shipshape) version;
+  };
 in {
   inherit shipshape;
 
@@ -20,12 +26,13 @@ in {
       cargoClippyExtraArgs = "--all-targets -- --deny warnings";
     });
 
-  shipshape-fmt = craneLib.cargoFmt {inherit (source) src;};
+  shipshape-fmt = craneLib.cargoFmt (name // {inherit (source) src;});
 
-  toml-fmt = craneLib.taploFmt {
-    src = source.tomlSrc;
-    taploExtraArgs = "--config nix/taplo.toml";
-  };
+  toml-fmt = craneLib.taploFmt (name
+    // {
+      src = source.tomlSrc;
+      taploExtraArgs = "--config nix/taplo.toml";
+    });
 
   # The PostgreSQL tests run in the sandbox too: postgresqlTestHook starts a throwaway cluster
   # before the check phase and stops it after. Tests get the superuser URL and create their
@@ -47,13 +54,18 @@ in {
       '';
     });
 
-  cargo-audit = craneLib.cargoAudit {
-    inherit (source) src;
-    inherit advisory-db;
-  };
+  # crane runs `cargo audit -n -d <advisory-db> <cargoAuditExtraArgs>`; the arguments (every
+  # warning denied, deny.toml's reviewed ignores) come from audit.nix, which .ci/nix.sh runs
+  # through the real cargo-audit against the same advisory-db snapshot.
+  cargo-audit = craneLib.cargoAudit (name
+    // {
+      inherit (source) src;
+      inherit advisory-db;
+      cargoAuditExtraArgs = builtins.concatStringsSep " " (import ./audit.nix).args;
+    });
 
   # bans, licenses and sources (crane's default); advisories are cargo-audit's job above.
-  cargo-deny = craneLib.cargoDeny {src = source.denySrc;};
+  cargo-deny = craneLib.cargoDeny (name // {src = source.denySrc;});
 
   kustomize =
     pkgs.runCommand "shipshape-kustomize" {

@@ -10,6 +10,9 @@
   source-filter [DEPINFO..] every file the build reads is inside the crane source filter
   materialize DEST          copy exactly the files the crane source filter selects to DEST
                             (.ci/rust.sh runs the test suite there)
+  placeholders              every crane builder call gets pname and version (crane's
+                            placeholder warning, modelled by nix/crane-model.nix)
+  audit                     run cargo-audit exactly as the flake's cargo-audit check would
 
 Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
 filter spec; the rest is plain Python so the checks run on machines without Nix.
@@ -22,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 
 ROOT = os.getcwd()
@@ -376,6 +380,71 @@ def materialize(dest):
     ok(f"copied the {len(files)} files the crane source filter selects (of {len(git_files())} tracked) to {dest}")
 
 
+# ---------------------------------------------------------------------------- crane model
+def crane_model():
+    """Evaluate our Nix files against nix/crane-model.nix (an imitation of crane, nixpkgs and
+    rust-overlay; see its header and docs/pipeline.md)."""
+    db = os.path.join(os.path.dirname(PINS), "advisory-db")
+    out = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "nix/crane-model.nix",
+                          "--argstr", "advisoryDb", db], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"nix/crane-model.nix does not evaluate our Nix files:\n{out.stderr.strip()}")
+        return None
+    return json.loads(out.stdout)
+
+
+def check_placeholders():
+    model = crane_model()
+    if model is None:
+        return
+    bad = [c for c in model["calls"] if c["placeholders"] or c["nameError"]]
+    for c in bad:
+        what = c["nameError"] or f"no {' and no '.join(c['placeholders'])}"
+        fail(f"{c['name']}: craneLib.{c['builder']} gets {what}: crane warns \"will use a placeholder value\" "
+             f"(an error under abort-on-warn); pass pname/version or a src whose Cargo.toml has them")
+    if not bad:
+        ok(f"all {len(model['calls'])} crane builder calls get pname and version "
+           f"({', '.join(sorted({c['builder'] for c in model['calls']}))})")
+
+
+def check_audit():
+    """Run the real cargo-audit with exactly the command crane's cargoAudit would run for our
+    `cargo-audit` check, on the advisory-db snapshot the flake locks."""
+    model = crane_model()
+    if model is None:
+        return
+    db = os.path.join(os.path.dirname(PINS), "advisory-db")
+    locked = json.load(open("flake.lock"))["nodes"].get("advisory-db", {}).get("locked", {}).get("rev")
+    try:
+        snapshot = open(os.path.join(db, "SNAPSHOT")).read().split()[0]
+    except (OSError, IndexError):
+        snapshot = None
+    if snapshot != locked:
+        fail(f"{db} is snapshot {snapshot}, but flake.lock locks advisory-db {locked}: the audit here would "
+             f"not test what the flake audits")
+        return
+    ok(f"advisory-db snapshot {snapshot[:12]} is the revision flake.lock locks")
+    if not model["audit"]:
+        fail("the flake has no cargoAudit check")
+    for a in model["audit"]:
+        # crane's cargoAudit keeps only the Cargo.lock and audit.toml files of the check's source.
+        spec = nix_eval("(import ./nix/source.nix).spec")
+        keep = [f for f in filter_files(spec) if os.path.basename(f) in ("Cargo.lock", "audit.toml")]
+        with tempfile.TemporaryDirectory(prefix="shipshape-audit.") as work:
+            for f in keep:
+                os.makedirs(os.path.join(work, os.path.dirname(f)), exist_ok=True)
+                shutil.copy2(f, os.path.join(work, f))
+            print(f"  $ {a['command']}")
+            run = subprocess.run(["bash", "-c", a["command"]], cwd=work, capture_output=True, text=True)
+            lines = [x for x in (run.stdout + run.stderr).splitlines() if x.strip()]
+            print("\n".join(f"    {x}" for x in lines[-12:]))
+            if run.returncode == 0:
+                ok(f"{a['name']}: cargo-audit passes with the flake's arguments")
+            else:
+                fail(f"{a['name']}: cargo-audit fails with the flake's arguments (exit {run.returncode}); the flake "
+                     f"takes them from nix/audit.nix, i.e. deny.toml's [advisories] ignore")
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -383,7 +452,9 @@ def main():
     {"lock": check_lock, "paths": check_paths, "contract": check_contract,
      "image-config": lambda: check_image_config(*args),
      "source-filter": lambda: check_source_filter(args),
-     "materialize": lambda: materialize(*args)}[cmd]()
+     "materialize": lambda: materialize(*args),
+     "placeholders": check_placeholders,
+     "audit": check_audit}[cmd]()
     sys.exit(1 if failures else 0)
 
 
