@@ -12,6 +12,13 @@
       url = "github:rustsec/advisory-db";
       flake = false;
     };
+
+    # Prebuilt upstream Rust toolchains with the musl target, for the static image build
+    # (crane's examples/cross-musl): nothing Rust is compiled from source.
+    rust-overlay = {
+      url = "github:oxalica/rust-overlay";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs = {
@@ -19,6 +26,7 @@
     nixpkgs,
     crane,
     advisory-db,
+    rust-overlay,
   }: let
     inherit (nixpkgs) lib;
 
@@ -32,7 +40,7 @@
       lib.genAttrs systems (system:
         f (import ./nix {
           pkgs = nixpkgs.legacyPackages.${system};
-          inherit crane advisory-db;
+          inherit crane advisory-db rust-overlay;
           # Passed into the binary (`--version`, `shipshape_build_info`) and the image labels.
           revision = self.rev or self.dirtyRev or "unknown";
           # Commit time, so the image's `created` is fixed per commit.

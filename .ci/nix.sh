@@ -5,8 +5,9 @@
 # finds nothing, flake.lock matches flake.nix and the vetted pins, every path the Nix files
 # name exists, the image contract states the service contract, every file the Rust build
 # reads is inside the crane source filter (the rust stage also runs the tests from exactly those
-# files), every crane builder gets pname/version, the flake's cargo-audit command passes when
-# run with the real cargo-audit, and TOML is taplo-formatted like the flake checks.
+# files), every crane builder gets pname/version, the static build uses rust-overlay's prebuilt
+# musl toolchain, the flake's cargo-audit command passes when run with the real cargo-audit, and
+# TOML is taplo-formatted like the flake checks.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
@@ -60,6 +61,9 @@ python3 nix/static-checks.py source-filter "${dep_info[@]}" || die "the crane so
 # files here; docs/pipeline.md says what it can and cannot catch.
 log "crane builder calls get pname and version (model of crane's placeholder warning)"
 python3 nix/static-checks.py placeholders || die "a crane builder would use placeholder pname/version"
+
+log "static image build: rust-overlay's prebuilt musl toolchain, not pkgsStatic's rustc"
+python3 nix/static-checks.py static-toolchain || die "the static build's toolchain is wrong (see nix/static.nix)"
 
 log "the flake's cargo-audit check, run here with the real cargo-audit"
 # The exact command crane's cargoAudit runs for our check (arguments from nix/audit.nix, i.e.

@@ -6,6 +6,7 @@
   advisory-db,
   source,
   shipshape,
+  shipshape-static,
   image,
   formatter,
 }: let
@@ -67,6 +68,21 @@ in {
   # bans, licenses and sources (crane's default); advisories are cargo-audit's job above.
   cargo-deny = craneLib.cargoDeny (name // {src = source.denySrc;});
 
+  # The image's binary is static: no program interpreter, no shared libraries.
+  shipshape-static =
+    pkgs.runCommand "shipshape-static-check" {
+      nativeBuildInputs = [pkgs.binutils];
+    } ''
+      bin=${shipshape-static}/bin/shipshape
+      if readelf -lW $bin | grep -q 'INTERP'; then
+        echo "$bin has a program interpreter: not a static binary"; exit 1
+      fi
+      if readelf -dW $bin | grep -q '(NEEDED)'; then
+        readelf -dW $bin; echo "$bin needs shared libraries: not a static binary"; exit 1
+      fi
+      readelf -hW $bin | grep -E 'Class|Machine' > $out
+    '';
+
   kustomize =
     pkgs.runCommand "shipshape-kustomize" {
       nativeBuildInputs = [pkgs.kustomize pkgs.kubernetes-validate];
@@ -108,8 +124,8 @@ in {
       for layer in $(jq -r '.[0].Layers[]' manifest.json); do
         tar -xOf image.tar "$layer" | tar -t
       done | sort -u > files.txt
-      # Store path names start right after the 32-character hash, so the binary's own
-      # (shipshape-x86_64-unknown-linux-musl-...) does not match "musl".
+      # Store path names start right after the 32-character hash, so a package name merely
+      # containing "musl" does not match.
       if grep -E '(^|/)bin/(sh|bash)$|nix/store/[0-9a-z]{32}-(bash|coreutils|glibc|musl|gcc|rustc|cargo|nix)-[0-9]' files.txt; then
         echo "the image must not contain a shell, a libc, a compiler or a package manager"; exit 1
       fi

@@ -4,6 +4,7 @@
   pkgs,
   crane,
   advisory-db,
+  rust-overlay,
   revision,
   lastModifiedDate,
 }: let
@@ -19,12 +20,14 @@
     inherit (source) src;
   };
 
-  # Static musl build for the image: crane cross-compiles with pkgsStatic's own toolchain, so
-  # the image needs no libc at all. Linux only (evaluated lazily, so macOS never touches it).
-  shipshape-static = pkgs.pkgsStatic.callPackage ./package.nix {
-    craneLib = crane.mkLib pkgs.pkgsStatic;
+  # Static musl build for the image (see static.nix), so the image needs no libc at all. Linux
+  # only (evaluated lazily, so macOS never touches it).
+  static = import ./static.nix {inherit pkgs crane rust-overlay;};
+  shipshape-static = pkgs.callPackage ./package.nix {
+    inherit (static) craneLib;
     inherit revision;
     inherit (source) src;
+    extraArgs = static.args;
   };
 
   mkImage = package:
@@ -58,7 +61,7 @@ in {
   devShell = pkgs.callPackage ./shell.nix {inherit craneLib formatter;};
 
   checks = import ./checks.nix {
-    inherit pkgs craneLib advisory-db source shipshape image formatter;
+    inherit pkgs craneLib advisory-db source shipshape shipshape-static image formatter;
   };
 
   inherit formatter;

@@ -8,6 +8,8 @@
   craneLib,
   src,
   revision,
+  # Extra crane arguments for every build step (the static build's target and toolchain).
+  extraArgs ? {},
 }: let
   manifest = (lib.importTOML ../service/Cargo.toml).package;
   workspace = (lib.importTOML ../Cargo.toml).workspace.package;
@@ -17,18 +19,20 @@
     then manifest.version
     else workspace.version;
 
-  commonArgs = {
-    inherit src version;
-    pname = "shipshape";
-    strictDeps = true;
-    cargoExtraArgs = "--locked --package shipshape";
+  commonArgs =
+    {
+      inherit src version;
+      pname = "shipshape";
+      strictDeps = true;
+      cargoExtraArgs = "--locked --package shipshape";
 
-    buildInputs = lib.optionals stdenv.hostPlatform.isDarwin [libiconv];
+      buildInputs = lib.optionals stdenv.hostPlatform.isDarwin [libiconv];
 
-    # No network in the sandbox: sqlx macros read checked-in query data (.sqlx) instead of a
-    # live database, and the Swagger UI is vendored (utoipa-swagger-ui "vendored" feature).
-    SQLX_OFFLINE = "true";
-  };
+      # No network in the sandbox: sqlx macros read checked-in query data (.sqlx) instead of a
+      # live database, and the Swagger UI is vendored (utoipa-swagger-ui "vendored" feature).
+      SQLX_OFFLINE = "true";
+    }
+    // extraArgs;
 
   # Built *only* from Cargo.toml/Cargo.lock (crane swaps in dummy sources), so it is reused
   # until the dependencies change.

@@ -12,6 +12,8 @@
                             (.ci/rust.sh runs the test suite there)
   placeholders              every crane builder call gets pname and version (crane's
                             placeholder warning, modelled by nix/crane-model.nix)
+  static-toolchain          the static package builds with rust-overlay's prebuilt toolchain
+                            for a musl target, +crt-static and a musl C compiler
   audit                     run cargo-audit exactly as the flake's cargo-audit check would
 
 Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
@@ -127,8 +129,18 @@ def check_lock():
             fail(f"{name}: locked owner/repo/type {locked} differ from original {want}")
         if spec.get("flake", True) != node.get("flake", True):
             fail(f"{name}: flake = {spec.get('flake', True)} in flake.nix but {node.get('flake', True)} in the lock")
-        if "inputs" in node:
-            fail(f"{name}: has inputs of its own {node['inputs']}; this flake locks none")
+        # An input's own inputs may only follow ours (rust-overlay's nixpkgs follows the root's),
+        # so the lock holds no second nixpkgs; the lock then records the followed path.
+        own = spec.get("inputs", {})
+        loose = sorted(k for k, v in own.items() if set(v) != {"follows"})
+        if loose:
+            fail(f"{name}: inputs {loose} do not `follows` one of ours; this flake locks no inputs of inputs")
+        want_inputs = {k: v["follows"].split("/") for k, v in own.items() if set(v) == {"follows"}}
+        for k, path in want_inputs.items():
+            if path[0] not in inputs:
+                fail(f"{name}: inputs.{k}.follows = {'/'.join(path)!r}, which is not an input of this flake")
+        if node.get("inputs", {}) != want_inputs:
+            fail(f"{name}: lock inputs {node.get('inputs', {})} != flake.nix follows {want_inputs}")
         if pins is not None:
             if node in pins.get(name, []):
                 ok(f"{name}: rev {locked.get('rev', '?')[:12]} is a vetted pin (rev, narHash, lastModified present)")
@@ -407,6 +419,28 @@ def check_placeholders():
            f"({', '.join(sorted({c['builder'] for c in model['calls']}))})")
 
 
+def check_static_toolchain():
+    model = crane_model()
+    if model is None:
+        return
+    st = model["static"]
+    target = st["buildTarget"]
+    checks = [
+        (st["rustOverlay"], f"the static package's Rust toolchain is rust-overlay's prebuilt one, not "
+                            f"nixpkgs' (pkgsStatic's rustc is compiled from source on every cold build): {st['toolchain']}"),
+        (st["dependencyBuild"]["toolchain"] == st["toolchain"],
+         f"its dependency build uses the same toolchain: {st['dependencyBuild']['toolchain']}"),
+        (target is not None and target.endswith("-unknown-linux-musl") and target in st["toolchainTargets"],
+         f"CARGO_BUILD_TARGET is a musl target the toolchain ships: {target} in {st['toolchainTargets']}"),
+        (st["dependencyBuild"]["buildTarget"] == target, "the dependency build has the same CARGO_BUILD_TARGET"),
+        ("+crt-static" in (st["rustflags"] or ""), f"CARGO_BUILD_RUSTFLAGS has +crt-static: {st['rustflags']}"),
+        (bool(st["cc"]) and "musl" in st["cc"] and st["linker"] == st["cc"],
+         f"C code and the link use a musl C compiler: CC {st['cc']}, linker {st['linker']}"),
+    ]
+    for good, what in checks:
+        (ok if good else fail)(f"static build: {what}")
+
+
 def check_audit():
     """Run the real cargo-audit with exactly the command crane's cargoAudit would run for our
     `cargo-audit` check, on the advisory-db snapshot the flake locks."""
@@ -453,7 +487,7 @@ def main():
      "image-config": lambda: check_image_config(*args),
      "source-filter": lambda: check_source_filter(args),
      "materialize": lambda: materialize(*args),
-     "placeholders": check_placeholders,
+     "placeholders": check_placeholders, "static-toolchain": check_static_toolchain,
      "audit": check_audit}[cmd]()
     sys.exit(1 if failures else 0)
 
