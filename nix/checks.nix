@@ -135,5 +135,9 @@ in {
       cp files.txt $out/files.txt
       stat -c %s image.tar > $out/size-bytes
       echo "image: $(cat $out/size-bytes) bytes, $(grep -c . files.txt) entries"
+      # The budget (docs/deployment.md): about 20 MB today, almost all of it the binary.
+      if [ "$(cat $out/size-bytes)" -gt 25000000 ]; then
+        echo "the image archive is over 25 MB: something was pulled into the closure"; exit 1
+      fi
     '';
 }

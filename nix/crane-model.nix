@@ -8,7 +8,13 @@
 # the exact `cargo audit` command crane's cargoAudit would run (lib/cargoAudit.nix), and where
 # the static package's Rust toolchain comes from. What this can and cannot catch:
 # docs/pipeline.md ("Imitations").
-{advisoryDb ? "/advisory-db"}: let
+{
+  advisoryDb ? "/advisory-db",
+  # The build machine's CPU: the flake builds the image on x86_64-linux and aarch64-linux.
+  arch ? "x86_64",
+}: let
+  musl = "${arch}-unknown-linux-musl";
+  muslEnv = builtins.replaceStrings ["-" "x86" "aarch"] ["_" "X86" "AARCH"] "${arch}-UNKNOWN-LINUX-MUSL";
   inherit (builtins) attrNames filter functionArgs head intersectAttrs isAttrs isString listToAttrs;
 
   # Call a function with exactly the arguments it declares (as callPackage does), so the model
@@ -190,19 +196,18 @@
       // {
         __pkgsStatic = true;
         stdenv = {
-          # The model's build machine is x86_64-linux.
           hostPlatform = {
             rust = {
-              rustcTarget = "x86_64-unknown-linux-musl";
-              cargoEnvVarTarget = "X86_64_UNKNOWN_LINUX_MUSL";
+              rustcTarget = musl;
+              cargoEnvVarTarget = muslEnv;
             };
             isLinux = true;
             isStatic = true;
           };
           cc = {
-            outPath = "/nix/store/model-x86_64-unknown-linux-musl-gcc-wrapper";
-            targetPrefix = "x86_64-unknown-linux-musl-";
-            bintools = "/nix/store/model-x86_64-unknown-linux-musl-binutils-wrapper";
+            outPath = "/nix/store/model-${musl}-gcc-wrapper";
+            targetPrefix = "${musl}-";
+            bintools = "/nix/store/model-${musl}-binutils-wrapper";
           };
         };
       };
@@ -253,8 +258,9 @@ in {
     toolchainTargets = static.toolchain.targets or [];
     buildTarget = static.args.CARGO_BUILD_TARGET or null;
     rustflags = static.args.CARGO_BUILD_RUSTFLAGS or null;
-    cc = static.args.CC_x86_64_unknown_linux_musl or null;
-    linker = static.args.CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER or null;
+    want = musl;
+    cc = static.args."CC_${builtins.replaceStrings ["-"] ["_"] musl}" or null;
+    linker = static.args."CARGO_TARGET_${muslEnv}_LINKER" or null;
     dependencyBuild = {
       toolchain = static.args.cargoArtifacts.toolchain.from or null;
       buildTarget = static.args.cargoArtifacts.args.CARGO_BUILD_TARGET or null;

@@ -393,12 +393,12 @@ def materialize(dest):
 
 
 # ---------------------------------------------------------------------------- crane model
-def crane_model():
+def crane_model(arch="x86_64"):
     """Evaluate our Nix files against nix/crane-model.nix (an imitation of crane, nixpkgs and
-    rust-overlay; see its header and docs/pipeline.md)."""
+    rust-overlay; see its header and docs/pipeline.md) for a build machine of this CPU."""
     db = os.path.join(os.path.dirname(PINS), "advisory-db")
     out = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "nix/crane-model.nix",
-                          "--argstr", "advisoryDb", db], capture_output=True, text=True)
+                          "--argstr", "advisoryDb", db, "--argstr", "arch", arch], capture_output=True, text=True)
     if out.returncode != 0:
         fail(f"nix/crane-model.nix does not evaluate our Nix files:\n{out.stderr.strip()}")
         return None
@@ -420,25 +420,29 @@ def check_placeholders():
 
 
 def check_static_toolchain():
-    model = crane_model()
-    if model is None:
-        return
-    st = model["static"]
+    for arch in ("x86_64", "aarch64"):
+        model = crane_model(arch)
+        if model is not None:
+            static_toolchain(arch, model["static"])
+
+
+def static_toolchain(arch, st):
     target = st["buildTarget"]
     checks = [
         (st["rustOverlay"], f"the static package's Rust toolchain is rust-overlay's prebuilt one, not "
                             f"nixpkgs' (pkgsStatic's rustc is compiled from source on every cold build): {st['toolchain']}"),
         (st["dependencyBuild"]["toolchain"] == st["toolchain"],
          f"its dependency build uses the same toolchain: {st['dependencyBuild']['toolchain']}"),
-        (target is not None and target.endswith("-unknown-linux-musl") and target in st["toolchainTargets"],
-         f"CARGO_BUILD_TARGET is a musl target the toolchain ships: {target} in {st['toolchainTargets']}"),
+        (target == st["want"] and target in st["toolchainTargets"],
+         f"CARGO_BUILD_TARGET is the build machine's musl target and the toolchain has it: {target} in "
+         f"{st['toolchainTargets']}"),
         (st["dependencyBuild"]["buildTarget"] == target, "the dependency build has the same CARGO_BUILD_TARGET"),
         ("+crt-static" in (st["rustflags"] or ""), f"CARGO_BUILD_RUSTFLAGS has +crt-static: {st['rustflags']}"),
         (bool(st["cc"]) and "musl" in st["cc"] and st["linker"] == st["cc"],
          f"C code and the link use a musl C compiler: CC {st['cc']}, linker {st['linker']}"),
     ]
     for good, what in checks:
-        (ok if good else fail)(f"static build: {what}")
+        (ok if good else fail)(f"static build on {arch}-linux: {what}")
 
 
 def check_audit():
