@@ -105,6 +105,95 @@ rc=0
   ${pins:+--pins "$pins" --pins .github/actions-pins.md} || rc=$?
 result "check-workflows.py (pins, hardening, flake outputs, paths, overlays, ZAP plan, coverage threshold)" "$rc"
 
+log "workflows: Trivy's ConfigMap secret checks (KSV-0109 patterns) on the rendered base, dev and prod"
+# Trivy cannot be installed here; this applies the patterns of its check, copied with their
+# source commit (an imitation: docs/pipeline.md says what it cannot catch).
+rc=0
+"$CI_VENV/bin/python" .github/scripts/configmap-secrets.py kustomize/base kustomize/overlays/dev kustomize/overlays/prod \
+  >"$work/cm.txt" 2>&1 || rc=$?
+indent <"$work/cm.txt"
+result "no ConfigMap matches KSV-0109 (the image job's trivy config gate)" "$rc"
+printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata:' '  name: negative' 'data:' '  app.toml: |' \
+  '    # key from SHIPSHAPE_AUTH__HS256_SECRET=file:/run/key' >"$work/cm-neg.yaml"
+rc=0; "$CI_VENV/bin/python" .github/scripts/configmap-secrets.py "$work/cm-neg.yaml" >"$work/cm-neg.txt" 2>&1 || rc=$?
+if [ "$rc" -eq 1 ] && grep -q '^HIGH   KSV-0109' "$work/cm-neg.txt"; then rc=0; else rc=1; fi
+result "negative control: a comment 'HS256_SECRET=file:...' in a ConfigMap fails KSV-0109" "$rc"
+
+log "workflows: ZAP SARIF rewrite on ZAP's own sample, validated as code scanning takes it"
+# SARIF Multitool (Microsoft; npm ships the linux binary) runs GitHub's ingestion rules, and
+# embeds the SARIF 2.1.0 JSON schema that sarif-validate.py applies with jsonschema.
+smt_dir=$CI_CACHE/sarif-multitool-5.7.0
+smt=$smt_dir/node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool
+if [ ! -f "$smt" ]; then
+  command -v npm >/dev/null || die "npm is needed for the SARIF Multitool"
+  npm install --prefix "$smt_dir" --no-audit --no-fund --ignore-scripts --loglevel=error \
+    @microsoft/sarif-multitool-linux@5.7.0 >/dev/null
+fi
+chmod u+x "$smt"
+sample=.github/zap/testdata/zap-readme-example.sarif.json
+validate=("$wf_venv/bin/python" .github/scripts/sarif-validate.py --multitool "$smt" --config .github/zap/sarif-github-rules.xml)
+rc=0; "${validate[@]}" "$sample" >"$work/sarif-raw.txt" 2>&1 || rc=$?
+indent <"$work/sarif-raw.txt"
+if [ "$rc" -eq 1 ] && grep -q 'GH1005' "$work/sarif-raw.txt"; then rc=0; else rc=1; fi
+result "negative control: ZAP's raw SARIF (URL locations) fails GitHub's rule GH1005" "$rc"
+rc=0
+python3 .github/scripts/zap-sarif.py "$sample" "$work/zap-rewritten.sarif.json" --artifact service/src/http/docs.rs \
+  >"$work/sarif-new.txt" 2>&1 || rc=$?
+if [ "$rc" -eq 0 ]; then "${validate[@]}" "$work/zap-rewritten.sarif.json" >>"$work/sarif-new.txt" 2>&1 || rc=$?; fi
+indent <"$work/sarif-new.txt"
+result "zap-sarif.py output passes the SARIF 2.1.0 schema and GitHub's ingestion rules" "$rc"
+
+log "workflows: update-flake-lock.sh opens the PR, or fails clearly when Actions may not"
+ufl="$work/ufl"
+mkdir -p "$ufl/bin"
+git init -q --bare "$ufl/remote.git"
+git init -q -b main "$ufl/repo"
+cp flake.nix flake.lock "$ufl/repo/"
+git -C "$ufl/repo" add flake.nix flake.lock
+git -C "$ufl/repo" -c user.name=ci -c user.email=ci@localhost commit -q -m init
+# Stubs: nix changes the lock as `nix flake update` would; gh answers as GitHub does.
+cat >"$ufl/bin/nix" <<'STUB'
+#!/usr/bin/env bash
+[ "$*" = "flake update" ] || { echo "unexpected: nix $*" >&2; exit 1; }
+sed -i 's/"lastModified": \([0-9]*\)/"lastModified": 1\1/' flake.lock
+echo "• Updated input 'nixpkgs':" >&2
+STUB
+cat >"$ufl/bin/gh" <<'STUB'
+#!/usr/bin/env bash
+echo "gh $*" >>"$GH_LOG"
+case "$1 $2" in
+  "pr list" | "label create") exit 0 ;;
+  "pr create")
+    if [ "$GH_MODE" = forbidden ]; then
+      echo "pull request create failed: GraphQL: GitHub Actions is not permitted to create or approve pull requests (createPullRequest)" >&2
+      exit 1
+    fi
+    echo "https://github.com/o/r/pull/7" ;;
+  *) echo "unexpected: gh $*" >&2; exit 1 ;;
+esac
+STUB
+chmod +x "$ufl/bin/nix" "$ufl/bin/gh"
+ufl_run() { # ufl_run MODE: the script in a fresh clone, GITHUB_TOKEN only, pushing to a local remote
+  rm -rf "$ufl/w" "$ufl/gh.log" && git clone -q "$ufl/repo" "$ufl/w"
+  (cd "$ufl/w" && PATH="$ufl/bin:$PATH" GH_MODE=$1 GH_LOG="$ufl/gh.log" DEFAULT_TOKEN=t0ken FLAKE_LOCK_TOKEN='' \
+    GITHUB_REPOSITORY=o/r FLAKE_LOCK_REMOTE="$ufl/remote.git" bash "$ROOT_DIR/.github/scripts/update-flake-lock.sh")
+}
+ROOT_DIR=$PWD
+rc=0; ufl_run forbidden >"$ufl/out1.txt" 2>&1 || rc=$?
+grep '::error::' "$ufl/out1.txt" | cut -c1-220 | indent
+if [ "$rc" -eq 1 ] && grep -q "Allow GitHub Actions to create and approve pull requests" "$ufl/out1.txt" \
+  && grep -q FLAKE_LOCK_TOKEN "$ufl/out1.txt" \
+  && git -C "$ufl/remote.git" rev-parse -q --verify refs/heads/automation/update-flake-lock >/dev/null; then
+  rc=0
+else
+  rc=1; indent <"$ufl/out1.txt"
+fi
+result "GITHUB_TOKEN refused: exit 1 naming the setting and FLAKE_LOCK_TOKEN, the update kept on its branch" "$rc"
+rc=0; ufl_run allowed >"$ufl/out2.txt" 2>&1 || rc=$?
+grep -q '^gh pr create --base main --head automation/update-flake-lock' "$ufl/gh.log" || rc=1
+[ "$rc" -eq 0 ] || indent <"$ufl/out2.txt"
+result "allowed: the pull request is opened against main" "$rc"
+
 log "workflows: shellcheck on every run: block and script"
 run_blocks=("$work"/runs/*.sh)
 shell_files=("${run_blocks[@]}" .github/scripts/*.sh .ci/workflows.sh)
@@ -121,16 +210,21 @@ mkdir -p "$mut/service" && cp service/Cargo.toml "$mut/service/"
 sed -i '0,/actions\/checkout@[0-9a-f]\{40\}/s//actions\/checkout@v7/' "$mut/.github/workflows/ci.yml"
 sed -i 's/kustomize\/overlays\/dev/kustomize\/overlays\/devx/' "$mut/.github/workflows/ci.yml"
 sed -i 's/\.#image/.#imagex/' "$mut/.github/workflows/ci.yml"
+sed -i "0,/vars.CACHIX_CACHE }}/s//vars.CACHIX_CACHE || 'shipshape' }}/" "$mut/.github/workflows/ci.yml"
+sed -i 's/sarif_file: zap-code-scanning.sarif.json/sarif_file: zap-report\/zap.sarif.json/' "$mut/.github/workflows/ci.yml"
+load="minikube image"" load" # split, so the checker does not read this line as an instruction
+sed -i "0,/$load \/tmp\/shipshape.tar/s//$load result/" "$mut/kustomize/overlays/dev/kustomization.yaml"
 rc=0
 "$CI_VENV/bin/python" "$mut/.github/scripts/check-workflows.py" \
   ${pins:+--pins "$(realpath "$pins")" --pins "$mut/.github/actions-pins.md"} >"$work/mutant.txt" 2>&1 || rc=$?
 mutant_ok=0
-for want in 'FAIL every uses:' 'FAIL repository paths' 'FAIL flake outputs'; do
+for want in 'FAIL every uses:' 'FAIL repository paths' 'FAIL flake outputs' 'FAIL binary cache' 'FAIL ZAP plan' \
+  'FAIL minikube image'; do
   grep -q "^$want" "$work/mutant.txt" || { echo "the mutant did not trip: $want"; mutant_ok=1; }
 done
 [ "$rc" -ne 0 ] || mutant_ok=1
-grep '^FAIL' "$work/mutant.txt" | cut -c1-160 | indent
-result "mutation test: tag pin, missing overlay path, unknown flake output are all caught" "$mutant_ok"
+if [ "$mutant_ok" -eq 0 ]; then grep '^FAIL' "$work/mutant.txt" | cut -c1-160 | indent; else tail -n 20 "$work/mutant.txt" | indent; fi
+result "mutation test: tag pin, missing path, unknown flake output, cache fallback, raw ZAP SARIF, out-link load: all caught" "$mutant_ok"
 
 # ---------------------------------------------------------------- runtime: the deploy job's scripts
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

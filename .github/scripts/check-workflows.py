@@ -3,10 +3,16 @@
 
     check-workflows.py [--extract-run DIR] [--pins ../shared/actions-pins.md [--pins .github/actions-pins.md]]
 
-- pins: every `uses:` is pinned by a 40-hex commit SHA with a version comment, and (when the pins
-  files are given: the shared vetted list, plus .github/actions-pins.md for pins this repository
-  reviewed itself, each with its provenance) that exact action/SHA/version is one of them; known-compromised or
-  retired actions are refused.
+- pins: every `uses:` is pinned by a 40-hex commit SHA with a version comment that is an exact
+  release tag (vX.Y.Z: a major tag such as v17 moves, and then the comment lies), and (when the
+  pins files are given: the shared vetted list, plus .github/actions-pins.md for pins this
+  repository reviewed itself, each with its provenance) that exact action/SHA/tag is one of them;
+  known-compromised or retired actions are refused.
+- binary cache: no `vars.X || 'literal'` fallback (forks see no variables and would get the
+  literal), every step that names the cachix cache runs only `if: vars.CACHIX_CACHE != ''`, and
+  only push events (main) write to it.
+- instructions: every `minikube image load X` in the repository loads a tarball (*.tar) or an
+  image reference (name:tag), never the `nix build` out-link, which is a script.
 - hardening: top-level `permissions: contents: read`, `timeout-minutes` on every job,
   `persist-credentials: false` on every checkout, no `${{ }}` inside `run:`, no
   pull_request_target, cancel-in-progress concurrency in ci.yml.
@@ -77,6 +83,7 @@ FORBIDDEN = {
     "returntocorp/semgrep-action": "archived; run semgrep from the dev shell",
 }
 TRIVY_SAFE = "57a97c7e7821a5776cebc9bb87c984fa69cba8f1"
+EXACT_TAG = re.compile(r"v\d+\.\d+\.\d+")
 
 
 def check_pins(wfs, pins):
@@ -102,6 +109,9 @@ def check_pins(wfs, pins):
                 continue
             if not version:
                 problems.append(f"{where} {action}@{sha[:12]} has no version comment")
+            elif not EXACT_TAG.fullmatch(version):
+                problems.append(f"{where} {action}@{sha[:12]} # {version}: not an exact release tag (vX.Y.Z);"
+                                " a major tag moves, and then the comment no longer names the pinned commit")
             repo = "/".join(action.split("/")[:2])
             if repo in FORBIDDEN or action in FORBIDDEN:
                 problems.append(f"{where} {action} is refused: {FORBIDDEN.get(repo) or FORBIDDEN[action]}")
@@ -114,8 +124,67 @@ def check_pins(wfs, pins):
                 elif version and version != vetted:
                     problems.append(f"{where} {action}@{sha[:12]} says {version}, the pins file says {vetted}")
     note = f"{count} uses: lines" + ("" if pins is not None else " (no pins file: vetted-list check skipped)")
-    check("every uses: is pinned by SHA with a version comment" + (" and vetted" if pins is not None else ""),
+    check("every uses: is pinned by SHA with an exact-tag comment" + (" and vetted" if pins is not None else ""),
           not problems, "; ".join(problems), note)
+
+
+CACHE_IF = "vars.CACHIX_CACHE != ''"
+
+
+def check_cache(wfs):
+    """The binary cache is named by explicit variables only, and written by pushes to main only."""
+    problems = []
+    for path, (doc, text) in wfs.items():
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\bvars\.[A-Za-z0-9_]+\s*\|\|\s*['\"]", line):
+                problems.append(f"{path}:{n} falls back from a variable to a literal (forks get the literal):"
+                                f" {line.strip()}")
+        for jname, job in jobs_of(doc).items():
+            for i, step in enumerate(job.get("steps") or []):
+                uses = str(step.get("uses", ""))
+                blob = " ".join(str(x) for x in (step.get("run", ""), step.get("env") or {}, step.get("with") or {}))
+                if not (uses.startswith("cachix/cachix-action@") or "CACHIX_CACHE" in blob or "nix-cache.sh" in blob):
+                    continue
+                cond = str(step.get("if", ""))
+                label = f"{path}: {jname} step '{step.get('name', i + 1)}'"
+                if CACHE_IF not in cond:
+                    problems.append(f"{label} uses the binary cache without `if: ${{{{ {CACHE_IF} }}}}`")
+                writes = ("nix-cache.sh push" in blob or "CACHIX_AUTH_TOKEN" in blob
+                          or "authToken" in (step.get("with") or {}))
+                if writes and "github.event_name == 'push'" not in cond:
+                    problems.append(f"{label} can push to the cache outside push events (pull requests would write it)")
+    check("binary cache: explicit variables only (no || fallback), steps conditional on CACHIX_CACHE, pushes only"
+          " from push events", not problems, "; ".join(problems))
+
+
+MINIKUBE_LOAD = re.compile(r"minikube image load\s+(\S+)")
+
+
+def check_minikube_load():
+    """`minikube image load` takes an image reference or a tarball; `nix build .#image` leaves a script."""
+    files = ["README.md"] + sorted(glob.glob("docs/**/*.md", recursive=True))
+    for top in ("kustomize", "nix", ".github", ".ci"):
+        files += sorted(f for f in glob.glob(f"{top}/**/*", recursive=True) if os.path.isfile(f))
+    problems, count = [], 0
+    for f in files:
+        if os.path.abspath(f) == os.path.abspath(__file__):
+            continue
+        try:
+            with open(f, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        for n, line in enumerate(lines, 1):
+            for m in MINIKUBE_LOAD.finditer(line):
+                arg = m.group(1).strip("`'\";,)")
+                count += 1
+                # A shell variable or an upper-case placeholder (usage text: TAG) is not checked.
+                if arg.endswith(".tar") or ":" in arg or arg.startswith("$") or re.fullmatch(r"[A-Z_]+", arg):
+                    continue
+                problems.append(f"{f}:{n} loads {arg!r}, neither a tarball (*.tar) nor an image name:tag"
+                                " (the out-link of nix build .#image is a script: ./result > /tmp/shipshape.tar first)")
+    check(f"minikube image load takes a tarball or an image reference ({count} found)", not problems,
+          "; ".join(problems))
 
 
 def jobs_of(doc):
@@ -388,8 +457,21 @@ def check_zap():
     with open(".github/workflows/ci.yml") as f:
         ci = f.read()
     if not sarif or f"zap-report/{sarif[0]}" not in ci:
-        problems.append(f"ci.yml does not upload the SARIF the plan writes ({sarif})")
-    check("ZAP plan: openapi-driven active scan, alert rules, SARIF report the workflow uploads, exitStatus gate",
+        problems.append(f"ci.yml does not read the SARIF the plan writes ({sarif})")
+    # Code scanning rejects ZAP's URL locations: what goes up must be zap-sarif.py's output.
+    dast = (load_workflows()[".github/workflows/ci.yml"][0].get("jobs") or {}).get("dast") or {}
+    steps = dast.get("steps") or []
+    rewritten = set()
+    for st in steps:
+        m = re.search(r"zap-sarif\.py\s+(\S+)\s+(\S+)", str(st.get("run", "")))
+        if m:
+            rewritten.add(m.group(2))
+    for st in steps:
+        if str(st.get("uses", "")).startswith("github/codeql-action/upload-sarif@"):
+            f = (st.get("with") or {}).get("sarif_file")
+            if f not in rewritten:
+                problems.append(f"dast uploads {f} to code scanning, not a file .github/scripts/zap-sarif.py wrote")
+    check("ZAP plan: openapi-driven active scan, alert rules, SARIF rewritten before upload, exitStatus gate",
           not problems, "; ".join(problems))
 
 
@@ -426,6 +508,7 @@ def main():
     wfs = load_workflows()
     check(f"{len(wfs)} workflows parse", bool(wfs), "none found")
     check_pins(wfs, vetted_pins(args.pins))
+    check_cache(wfs)
     check_hardening(wfs)
     check_structure(wfs)
     if args.extract_run:
@@ -436,6 +519,7 @@ def main():
     check_zap()
     check_coverage()
     check_dependabot()
+    check_minikube_load()
     failed = results.count(False)
     print(f"workflow checks: {len(results) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
