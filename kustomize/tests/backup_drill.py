@@ -287,7 +287,7 @@ def main():
     ap.add_argument("--binary", default=os.environ.get("SHIPSHAPE_BIN", str(REPO / "target" / "debug" / "shipshape")))
     ap.add_argument("--target-offset", type=float, default=0.0, help="seconds added to the target (to see it fail)")
     args = ap.parse_args()
-    binary = Path(args.binary)
+    binary = Path(args.binary).resolve()
     if not os.access(binary, os.X_OK):
         print(f"backup drill: {binary} missing (cargo build -p shipshape)", file=sys.stderr)
         return 2

@@ -78,7 +78,8 @@ def flagger_objects(docs) -> list:
                     "spec": {"parentRefs": copy.deepcopy(svc["gatewayRefs"]), "hostnames": list(svc.get("hosts", [])),
                              "rules": [{"backendRefs": [
                                  {"group": "", "kind": "Service", "name": f"{apex}-primary", "port": svc["port"], "weight": 100},
-                                 {"group": "", "kind": "Service", "name": f"{apex}-canary", "port": svc["port"], "weight": 0}]}]}})
+                                 {"group": "", "kind": "Service", "name": f"{apex}-canary", "port": svc["port"], "weight": 0}],
+                                 **({"timeouts": {"request": svc["timeout"]}} if svc.get("timeout") else {})}]}})
     return out
 
 

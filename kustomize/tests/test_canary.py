@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import rendered
+from flaggersim import flagger_objects
 from podsim import one
 
 TESTS = Path(__file__).parent / "canary" / "canary.test.yaml"
@@ -99,3 +100,12 @@ def test_canary_thresholds_and_flagger_wiring():
     listener = next(x for x in gw["spec"]["listeners"] if x["name"] == canary["spec"]["service"]["gatewayRefs"][0]["sectionName"])
     assert canary["spec"]["service"]["gatewayRefs"][0]["name"] == gw["metadata"]["name"]
     assert canary["spec"]["service"]["hosts"] == [listener["hostname"]] == one(docs, "Certificate")["spec"]["dnsNames"]
+    # Flagger's HTTPRoute replaces the gateway component's: same parent, host, backend port, timeout
+    ours = one(rendered("component:gateway"), "HTTPRoute")
+    theirs = one(flagger_objects(docs), "HTTPRoute")
+    assert theirs["metadata"]["name"] == ours["metadata"]["name"]
+    assert theirs["spec"]["hostnames"] == ours["spec"]["hostnames"]
+    assert [(r["name"], r["sectionName"]) for r in theirs["spec"]["parentRefs"]] == \
+        [(r["name"], r["sectionName"]) for r in ours["spec"]["parentRefs"]]
+    assert theirs["spec"]["rules"][0]["timeouts"] == ours["spec"]["rules"][0]["timeouts"]
+    assert {b["port"] for b in theirs["spec"]["rules"][0]["backendRefs"]} == {b["port"] for b in ours["spec"]["rules"][0]["backendRefs"]}
