@@ -18,8 +18,8 @@ What is remapped, and why (no container runtime or mount namespace is used):
     that names a path under a mountPath is rewritten to ROOT/P (e.g. SHIPSHAPE_CONFIG,
     SHIPSHAPE_DATABASE__URL=file:... or sqlite:///data/...): the host has no /etc/shipshape,
     and tests must not create paths in the host's root;
-  * SHIPSHAPE_HTTP__LISTEN is set to 127.0.0.1:<free port> (and the container port it stands
-    for is mapped to that host port): 0.0.0.0:8080 may be taken on a shared machine and a
+  * SHIPSHAPE_HTTP__LISTEN (and SHIPSHAPE_HTTP__METRICS_LISTEN when set) is set to
+    127.0.0.1:<free port> (and the container port it stands for is mapped to that host port): 0.0.0.0:8080 may be taken on a shared machine and a
     test only listens on loopback. Probes and scrapes resolve named ports through the
     manifests and are then sent to the mapped host port.
 Everything remapped is listed in `Pod.remapped` and printed by the tests.
@@ -75,6 +75,21 @@ def one(docs, kind, name=None):
     return found[0]
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against a label set."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        raise AssertionError(f"empty selector {selector} selects everything")
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        op, key, values = e["operator"], e["key"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
 def app_container(deploy):
     cs = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "shipshape"]
     assert cs, "no container named shipshape"
@@ -94,19 +109,24 @@ def resolve_container_port(container, port) -> int:
 
 
 def servicemonitor_target(docs, deploy):
-    """ServiceMonitor endpoint -> (container port, path): port name -> Service port -> targetPort."""
+    """ServiceMonitor endpoint -> (container port, path): port name -> Service port -> targetPort.
+    Every Service it selects (with Flagger: shipshape-primary and shipshape-canary) must lead to
+    the same container port."""
     sm = one(docs, "ServiceMonitor")
     ep = sm["spec"]["endpoints"][0]
-    svc_candidates = [
+    svcs = [
         s for s in find(docs, "Service")
         if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
     ]
-    assert len(svc_candidates) == 1, "the ServiceMonitor must select exactly the app's Service"
-    svc = svc_candidates[0]
-    sports = [p for p in svc["spec"]["ports"] if p.get("name") == ep["port"]]
-    assert sports, f"Service {svc['metadata']['name']} has no port named {ep['port']!r} (ServiceMonitor)"
-    target = sports[0].get("targetPort", sports[0]["port"])
-    return resolve_container_port(app_container(deploy), target), ep.get("path", "/metrics")
+    assert svcs, "the ServiceMonitor selects no Service"
+    targets = set()
+    for svc in svcs:
+        sports = [p for p in svc["spec"]["ports"] if p.get("name") == ep["port"]]
+        assert sports, f"Service {svc['metadata']['name']} has no port named {ep['port']!r} (ServiceMonitor)"
+        target = sports[0].get("targetPort", sports[0]["port"])
+        targets.add(resolve_container_port(app_container(deploy), target))
+    assert len(targets) == 1, f"the selected Services lead to different container ports: {targets}"
+    return targets.pop(), ep.get("path", "/metrics")
 
 
 @dataclass
@@ -243,6 +263,17 @@ class Pod:
         self.port_map[port] = host_port
         env["SHIPSHAPE_HTTP__LISTEN"] = f"127.0.0.1:{host_port}"
         self.remapped.append(f"listen 0.0.0.0:{port} -> SHIPSHAPE_HTTP__LISTEN=127.0.0.1:{host_port}")
+        # The separate metrics listener, when the manifests turn it on, likewise: its
+        # container port must be a declared port of the container.
+        metrics = env.get("SHIPSHAPE_HTTP__METRICS_LISTEN", "")
+        if metrics:
+            assert metrics.startswith("0.0.0.0:"), metrics
+            mport = int(metrics.rsplit(":", 1)[1])
+            assert mport in [p["containerPort"] for p in self.container["ports"]], f"{metrics}: not a container port"
+            mhost = free_port()
+            self.port_map[mport] = mhost
+            env["SHIPSHAPE_HTTP__METRICS_LISTEN"] = f"127.0.0.1:{mhost}"
+            self.remapped.append(f"metrics listen {metrics} -> SHIPSHAPE_HTTP__METRICS_LISTEN=127.0.0.1:{mhost}")
         env.update(extra_env)
         self.env = env
 

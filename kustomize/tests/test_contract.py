@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import psql, rendered
+from flaggersim import as_flagger_runs_it
 from podsim import Pod, UID, http, one, random_secret, servicemonitor_target
 from test_monitoring import app_metric_names
 
@@ -103,7 +104,7 @@ def exercise(pod: Pod, target: str):
         report.append(f"WARNING: dashboard panel 'Process' uses {pending}, which the binary does not export yet")
     assert re.search(r'^http_server_requests_total\{[^}]*route="/v1/items"[^}]*\} [1-9]', text, re.M) or \
         re.search(r'^http_server_requests_total\{[^}]*\} [1-9]', text, re.M), "request counter not counting"
-    report.append(f"scrape :{port}{path} (ServiceMonitor port 'http') -> 200, {len(text.splitlines())} lines, "
+    report.append(f"scrape :{port}{path} (ServiceMonitor port {servicemonitor_port(docs)!r}) -> 200, {len(text.splitlines())} lines, "
                   f"{len(app_metric_names()) - len(pending)}/{len(app_metric_names())} app metric names used by alerts/dashboard present")
 
     # 4. zero-downtime shutdown: SIGTERM -> /readyz 503 at once, still serving during drain,
@@ -150,6 +151,11 @@ def exercise(pod: Pod, target: str):
     return report
 
 
+def servicemonitor_port(docs):
+    sm = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    return sm[0]["spec"]["endpoints"][0]["port"] if sm else "prometheus.io/port"
+
+
 def bearer_headers(pod) -> dict:
     """A token minted with `shipshape token` from the Secret the container's HS256 key comes
     from, when the rendered container configures one; {} when auth is off."""
@@ -179,9 +185,12 @@ def test_dev_overlay_contract(binary):
 def test_prod_overlay_contract(binary, app_database):
     secrets = {("shipshape-db-app", "uri"): app_database["uri"],
                ("shipshape-auth", "hs256-secret"): random_secret()}
-    pod = Pod.prepare(rendered("prod"), binary, secrets)
+    # With Flagger's Services (components/canary), which the ServiceMonitor selects.
+    pod = Pod.prepare(as_flagger_runs_it(rendered("prod")), binary, secrets)
     try:
         exercise(pod, "prod")
+        c = pod.container
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "metrics": 9090}
         # the app used the URL from the mounted Secret file: its migrations are in that database
         tables = psql(app_database["admin_db_url"], "select tablename from pg_tables where schemaname='public'")
         assert "_sqlx_migrations" in tables.split(), tables

@@ -9,7 +9,9 @@ import tomllib
 import pytest
 
 from conftest import OVERLAYS, TARGETS, rendered
-from podsim import Pod, app_container, find, one, random_secret, resolve_container_port
+from flaggersim import as_flagger_runs_it
+from podsim import Pod, app_container, find, one, random_secret, resolve_container_port, selects
+from test_render import CLUSTER_SCOPED, group_of
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 # Volume types the `restricted` profile allows.
@@ -70,7 +72,7 @@ def test_namespace_enforces_restricted(target):
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
     for d in docs:
-        if d["kind"] != "Namespace":
+        if d["kind"] != "Namespace" and (group_of(d), d["kind"]) not in CLUSTER_SCOPED:
             assert d["metadata"].get("namespace") == ns["metadata"]["name"], f"{d['kind']}/{d['metadata']['name']}"
 
 
@@ -121,7 +123,7 @@ def test_deployment_rollout_and_pod_settings(target):
     keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
     assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
     for t in pod["topologySpreadConstraints"]:
-        assert t["labelSelector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+        assert selects(t["labelSelector"], spec["template"]["metadata"]["labels"])
         assert "pod-template-hash" in t.get("matchLabelKeys", [])
     # recommended labels, scrape annotations
     labels = spec["template"]["metadata"]["labels"]
@@ -129,7 +131,8 @@ def test_deployment_rollout_and_pod_settings(target):
         assert f"app.kubernetes.io/{k}" in labels
     ann = spec["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
-    assert int(ann["prometheus.io/port"]) == resolve_container_port(c, "http")
+    scrape_port = "metrics" if any(p["name"] == "metrics" for p in c["ports"]) else "http"
+    assert int(ann["prometheus.io/port"]) == resolve_container_port(c, scrape_port)
     # the config file comes from the generated (hash-suffixed) ConfigMap
     cfg_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/shipshape")
     cm_name = next(v for v in pod["volumes"] if v["name"] == cfg_mount["name"])["configMap"]["name"]
@@ -155,18 +158,31 @@ def test_probes_are_http_on_declared_ports(target):
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_service_selects_the_pods_on_port_http(target):
-    docs = rendered(target)
-    svc = one(docs, "Service", "shipshape")
-    d = one(docs, "Deployment", "shipshape")
-    assert svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
-    assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
-    http = [p for p in svc["spec"]["ports"] if p["name"] == "http"]
-    assert len(http) == 1
-    assert resolve_container_port(app_container(d), http[0]["targetPort"]) == 8080
-    expected = {"base": "ClusterIP", "prod": "ClusterIP", "dev": "NodePort"}[target]
-    assert svc["spec"].get("type", "ClusterIP") == expected
-    if target == "dev":
-        assert http[0]["nodePort"] == 30080
+    """Service shipshape answers on port `http` from pods listening on 8080. In prod the
+    Services are Flagger's (components/canary): the apex and -primary select the primary
+    pods, -canary the canary's, each with the same ports."""
+    docs = as_flagger_runs_it(rendered(target))
+    deploys = {d["metadata"]["name"]: d for d in find(docs, "Deployment")}
+    names = {"prod": ["shipshape", "shipshape-primary", "shipshape-canary"]}.get(target, ["shipshape"])
+    assert sorted(s["metadata"]["name"] for s in find(docs, "Service")) == sorted(names)
+    expect = {"shipshape": "shipshape-primary", "shipshape-primary": "shipshape-primary",
+              "shipshape-canary": "shipshape"} if target == "prod" else {"shipshape": "shipshape"}
+    for name in names:
+        svc = one(docs, "Service", name)
+        chosen = [n for n, d in deploys.items() if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert chosen == [expect[name]], f"Service {name} selects the pods of {chosen}"
+        d = deploys[expect[name]]
+        assert svc["spec"]["selector"].items() <= d["spec"]["selector"]["matchLabels"].items()
+        http = [p for p in svc["spec"]["ports"] if p["name"] == "http"]
+        assert len(http) == 1 and http[0]["port"] == 80
+        assert resolve_container_port(app_container(d), http[0]["targetPort"]) == 8080
+        expected = {"base": "ClusterIP", "prod": "ClusterIP", "dev": "NodePort"}[target]
+        assert svc["spec"].get("type", "ClusterIP") == expected
+        if target == "dev":
+            assert http[0]["nodePort"] == 30080
+        if target == "prod":
+            metrics = [p for p in svc["spec"]["ports"] if p["name"] == "metrics"]
+            assert len(metrics) == 1 and resolve_container_port(app_container(d), metrics[0]["targetPort"]) == 9090
 
 
 def test_dev_is_single_replica_sqlite_on_emptydir():
@@ -208,23 +224,40 @@ def test_prod_scaling_bounds_and_disruption_budget():
 
 
 def test_prod_network_policy_default_deny_and_narrow_allows():
-    docs = rendered("prod")
-    pods = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    pols = find(docs, "NetworkPolicy")
+    """Default deny for the app's pods (canary and primary alike), then: the API port from the
+    gateway's namespace only, the metrics port from the monitoring namespace only, DNS and
+    PostgreSQL out. The database pods take 5432 from the app's pods."""
+    docs = as_flagger_runs_it(rendered("prod"))
+    app_pods = [d["spec"]["template"]["metadata"]["labels"] for d in find(docs, "Deployment")]
+    assert len(app_pods) == 2, "the canary and Flagger's primary"
+    pols = [p for p in find(docs, "NetworkPolicy") if p["metadata"]["name"] != "shipshape-db"]
     for p in pols:
-        assert p["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+        for labels in app_pods:
+            assert p["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), p["metadata"]["name"]
     deny = one(docs, "NetworkPolicy", "shipshape-default-deny")
     assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
     ingress = [r for p in pols for r in p["spec"].get("ingress", [])]
-    assert {n["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for r in ingress for n in r["from"]} \
-        == {"ingress-nginx", "monitoring"}
-    assert all(port["port"] == "http" for r in ingress for port in r["ports"])
+    allowed = {(n["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], port["port"])
+               for r in ingress for n in r["from"] for port in r["ports"]}
+    assert allowed == {("envoy-gateway-system", "http"), ("monitoring", "metrics")}, allowed
+    c = app_container(one(docs, "Deployment", "shipshape"))
+    assert resolve_container_port(c, "http") == 8080 and resolve_container_port(c, "metrics") == 9090
     egress_ports = {(port["protocol"], port["port"]) for p in pols for r in p["spec"].get("egress", []) for port in r["ports"]}
     assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 5432)}
     pg = one(docs, "NetworkPolicy", "shipshape-allow-egress-postgres")
-    assert pg["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"] == {
-        "cnpg.io/cluster": one(docs, "Cluster")["metadata"]["name"]}
+    cluster = one(docs, "Cluster")["metadata"]["name"]
+    assert pg["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"] == {"cnpg.io/cluster": cluster}
+    db = one(docs, "NetworkPolicy", "shipshape-db")
+    assert db["spec"]["podSelector"]["matchLabels"] == {"cnpg.io/cluster": cluster}
+    from_app = db["spec"]["ingress"][0]
+    for labels in app_pods:
+        assert from_app["from"][0]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert from_app["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    # nothing else selects the app pods' labels as a peer
+    monitor = [r for r in db["spec"]["ingress"] if r["from"][0].get("namespaceSelector", {}).get("matchLabels") ==
+               {"kubernetes.io/metadata.name": "monitoring"}]
+    assert [p["port"] for r in monitor for p in r["ports"]] == [9187]
 
 
 def test_prod_database_url_and_auth_secret_are_file_mounts():
@@ -260,14 +293,45 @@ def test_auth_is_on_in_prod_with_the_key_from_the_secret_and_off_in_dev():
     assert dev.get("SHIPSHAPE_AUTH__ENABLED") == "false"
 
 
-def test_servicemonitor_scrapes_port_http_metrics():
-    docs = rendered("prod")
+def test_servicemonitor_scrapes_the_metrics_port_of_primary_and_canary():
+    """The ServiceMonitor scrapes port `metrics` (/metrics on its own listener) of exactly
+    Flagger's shipshape-primary and shipshape-canary Services (never the apex, whose endpoints
+    are the primary's again, nor the database's), and names the job `shipshape`."""
+    docs = as_flagger_runs_it(rendered("prod"))
     sm = one(docs, "ServiceMonitor")
     ep = sm["spec"]["endpoints"]
-    assert len(ep) == 1 and ep[0]["port"] == "http" and ep[0]["path"] == "/metrics"
-    svc = one(docs, "Service", "shipshape")
-    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert not sm["spec"]["selector"]["matchLabels"].items() <= one(docs, "Cluster")["metadata"]["labels"].items()
+    assert len(ep) == 1 and ep[0]["port"] == "metrics" and ep[0]["path"] == "/metrics"
+    sel = sm["spec"]["selector"]["matchLabels"]
+    chosen = sorted(s["metadata"]["name"] for s in find(docs, "Service") if sel.items() <= s["metadata"]["labels"].items())
+    assert chosen == ["shipshape-canary", "shipshape-primary"], chosen
+    for name in chosen:
+        assert one(docs, "Service", name)["metadata"]["labels"][sm["spec"]["jobLabel"]] == "shipshape"
+    assert not sel.items() <= one(docs, "Cluster")["metadata"]["labels"].items()
+    env = {e["name"]: e.get("value") for e in app_container(one(docs, "Deployment", "shipshape"))["env"]}
+    assert env["SHIPSHAPE_HTTP__METRICS_LISTEN"] == "0.0.0.0:9090"
+
+
+def test_pdb_topology_and_hpa_cover_flaggers_primary():
+    docs = as_flagger_runs_it(rendered("prod"))
+    primary = one(docs, "Deployment", "shipshape-primary")
+    canary = one(docs, "Deployment", "shipshape")
+    assert primary["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "shipshape-primary"
+    pdb = one(docs, "PodDisruptionBudget")
+    for d in (primary, canary):
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(), d["metadata"]["name"]
+        for t in d["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+            assert selects(t["labelSelector"], labels), d["metadata"]["name"]
+            other = (canary if d is primary else primary)["spec"]["template"]["metadata"]["labels"]
+            # with pod-template-hash in matchLabelKeys each ReplicaSet spreads on its own
+            assert "pod-template-hash" in t["matchLabelKeys"] and selects(t["labelSelector"], other)
+    hpas = {h["metadata"]["name"]: h["spec"]["scaleTargetRef"]["name"] for h in find(docs, "HorizontalPodAutoscaler")}
+    assert hpas == {"shipshape": "shipshape", "shipshape-primary": "shipshape-primary"}
+    canary_cr = one(docs, "Canary")
+    assert canary_cr["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shipshape"}
+    assert canary_cr["spec"]["autoscalerRef"] == {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "shipshape"}
+    # the rendered prod overlay leaves the Services and the HTTPRoute to Flagger
+    assert not find(rendered("prod"), "Service") and not find(rendered("prod"), "HTTPRoute")
 
 
 # ---- checks that need the binary: the app's effective config decides the grace period -----
