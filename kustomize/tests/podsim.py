@@ -258,7 +258,8 @@ class Pod:
                 self.remapped.append(f"env {e['name']}={value} -> {new}")
             env[e["name"]] = new
         assert "SHIPSHAPE_HTTP__LISTEN" not in env or env["SHIPSHAPE_HTTP__LISTEN"].startswith("0.0.0.0:")
-        port = self.container["ports"][0]["containerPort"]
+        # The API listener is the container port named `http` (the contract name).
+        port = resolve_container_port(self.container, "http")
         host_port = free_port()
         self.port_map[port] = host_port
         env["SHIPSHAPE_HTTP__LISTEN"] = f"127.0.0.1:{host_port}"
