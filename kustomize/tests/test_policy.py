@@ -3,8 +3,10 @@ container, pinned images, resources, probes, rollout safety, scaling bounds, wir
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -387,3 +389,28 @@ def test_effective_config_is_what_the_overlay_means(target, binary):
         assert url.startswith("sqlite://") and url.endswith("/data/shipshape.db")
     else:
         assert cfg["log"]["level"] == "info"
+
+
+def _mib(quantity):
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    return float(quantity) / 2**20
+
+
+def test_memory_sizing_covers_the_measured_peaks():
+    """The HPA memory target sits well above the peak RSS of ordinary load (so normal traffic
+    never scales on memory), and the limit above the saturated peak plus every allowed body."""
+    measured = json.loads((Path(__file__).parent / "memory-measured.json").read_text())
+    docs = rendered("prod")
+    res = app_container(one(docs, "Deployment"))["resources"]
+    request, limit = _mib(res["requests"]["memory"]), _mib(res["limits"]["memory"])
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    util = next(m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]
+                if m["type"] == "Resource" and m["resource"]["name"] == "memory")
+    ordinary = measured["peak_rss_mib_32_connections"]
+    assert request * util / 100 >= 1.5 * ordinary, (
+        f"HPA memory target {request * util / 100:.0f}Mi is under 1.5x the ordinary peak {ordinary}Mi")
+    worst = max(ordinary, measured["peak_rss_mib_512_connections"]) + measured["body_bytes_in_flight_mib"]
+    assert limit >= 2 * worst, f"limit {limit:.0f}Mi is under 2x the worst measured case {worst:.0f}Mi"

@@ -1,5 +1,11 @@
 //! A throwaway PostgreSQL for tests: `SHIPSHAPE_TEST_PG_URL` if set (CI starts one), otherwise
 //! a cluster this module starts from the installed binaries, shared by all test processes.
+//!
+//! That cluster lives under `$TMPDIR/shipshape-test-pg` and is stopped (and its data removed) a
+//! few seconds after the last test process using it has exited, by a small watcher process
+//! started with it. `SHIPSHAPE_TEST_PG_KEEP=1` opts in to keeping it running for reuse by the
+//! next local `cargo test`; stop it with
+//! `pg_ctl -D $TMPDIR/shipshape-test-pg/data stop` (as the `postgres` user when root).
 
 use std::{
     fs::File,
@@ -118,8 +124,94 @@ fn run(bin: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Stops the shared cluster once no test process uses it (see the module docs). Runs as
+/// `sh -c REAPER shipshape-test-pg-reaper ROOT PG_CTL [RUNUSER...]`, detached (`setsid -f`),
+/// with no stdio, so neither cargo nor nextest waits for it. Every decision is taken under
+/// `ROOT/lock` (the same `flock` the test processes take), so a test process either registers
+/// before the watcher looks, or finds the cluster gone and starts a new one.
+const REAPER: &str = r#"
+root=$1; pg_ctl=$2; shift 2
+echo $$ > "$root/reaper.pid"
+exec 9>>"$root/lock"
+idle=0
+while sleep 1; do
+  flock 9
+  if [ -e "$root/keep" ]; then rm -f "$root/reaper.pid"; exit 0; fi
+  live=0
+  for f in "$root"/users/*; do
+    [ -e "$f" ] || continue
+    if kill -0 "${f##*/}" 2>/dev/null; then live=1; else rm -f "$f"; fi
+  done
+  if [ "$live" = 1 ]; then idle=0; else idle=$((idle + 1)); fi
+  if [ "$idle" -ge 3 ]; then
+    "$@" "$pg_ctl" -D "$root/data" -m fast -w stop >/dev/null 2>&1
+    rm -rf "$root/data" "$root/port" "$root/users" "$root/log" "$root/reaper.pid"
+    exit 0
+  fi
+  flock -u 9
+done
+"#;
+
+fn keep_requested() -> bool {
+    std::env::var("SHIPSHAPE_TEST_PG_KEEP").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Records this test process as a user of the shared cluster (called under the lock).
+fn register(root: &Path) -> Result<(), String> {
+    let users = root.join("users");
+    std::fs::create_dir_all(&users).map_err(|e| e.to_string())?;
+    std::fs::write(users.join(std::process::id().to_string()), "").map_err(|e| e.to_string())?;
+    if keep_requested() {
+        std::fs::write(root.join("keep"), "").map_err(|e| e.to_string())
+    } else {
+        // Kept only while the runs using it ask for that.
+        let _ = std::fs::remove_file(root.join("keep"));
+        Ok(())
+    }
+}
+
+fn reaper_alive(root: &Path) -> bool {
+    std::fs::read_to_string(root.join("reaper.pid"))
+        .ok()
+        .and_then(|pid| std::fs::read(format!("/proc/{}/cmdline", pid.trim())).ok())
+        .is_some_and(|cmd| String::from_utf8_lossy(&cmd).contains("shipshape-test-pg-reaper"))
+}
+
+/// Starts the watcher unless one is running or the cluster is to be kept (under the lock).
+fn ensure_reaper(root: &Path, pg_ctl: &Path) -> Result<(), String> {
+    if keep_requested() || reaper_alive(root) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(root.join("reaper.pid"));
+    let mut cmd = Command::new("setsid");
+    cmd.args(["-f", "sh", "-c", REAPER, "shipshape-test-pg-reaper"])
+        .arg(root)
+        .arg(pg_ctl);
+    if is_root() {
+        cmd.args(["runuser", "-u", "postgres", "--"]);
+    }
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("setsid: {e}"))?;
+    if !status.success() {
+        return Err(format!("starting the cluster watcher: {status}"));
+    }
+    // Wait for it to announce itself, so the next test process does not start a second one.
+    for _ in 0..100 {
+        if reaper_alive(root) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err("the cluster watcher did not start".into())
+}
+
 /// Starts (or reuses) one cluster per machine user under the temp dir, guarded by a file lock
-/// so parallel test processes share it. It is left running for the next test run.
+/// so parallel test processes share it, and registers this process as its user. The watcher
+/// stops it after the last user is gone, unless `SHIPSHAPE_TEST_PG_KEEP=1`.
 fn start_shared_cluster() -> Result<String, String> {
     let initdb = pg_bin("initdb").ok_or("initdb not found")?;
     let pg_ctl = pg_bin("pg_ctl").ok_or("pg_ctl not found")?;
@@ -127,12 +219,14 @@ fn start_shared_cluster() -> Result<String, String> {
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let lock = File::create(root.join("lock")).map_err(|e| e.to_string())?;
     lock.lock().map_err(|e| e.to_string())?;
+    register(&root)?;
     let data = root.join("data");
     let port_file = root.join("port");
     let data_s = data.to_string_lossy().into_owned();
     if let Ok(port) = std::fs::read_to_string(&port_file)
         && run(&pg_ctl, &["-D", &data_s, "status"]).is_ok()
     {
+        ensure_reaper(&root, &pg_ctl)?;
         return Ok(format!(
             "postgres://postgres@127.0.0.1:{}/postgres",
             port.trim()
@@ -163,5 +257,6 @@ fn start_shared_cluster() -> Result<String, String> {
         &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "start"],
     )?;
     std::fs::write(&port_file, port.to_string()).map_err(|e| e.to_string())?;
+    ensure_reaper(&root, &pg_ctl)?;
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
 }
