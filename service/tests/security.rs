@@ -1435,10 +1435,19 @@ async fn hostile_inputs_get_clean_4xx_and_data_stays_intact(b: Backend) {
         h.expect(&format!("{name}: {value:.20}"), req, &[400]).await;
     }
     h.expect(
-        "If-Match that matches nothing",
+        "If-Match that is not an entity-tag (a space inside)",
         client
             .put(&one)
             .header("if-match", "\"1' OR '1'='1\"")
+            .json(&item("x")),
+        &[400],
+    )
+    .await;
+    h.expect(
+        "If-Match that matches nothing",
+        client
+            .put(&one)
+            .header("if-match", "\"1'OR'1'='1\"")
             .json(&item("x")),
         &[412],
     )
