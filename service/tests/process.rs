@@ -683,12 +683,22 @@ struct ClientTally {
 }
 
 /// One request on a fresh connection (no `Connection: close` from the client): `Ok(true)`
-/// answered 200, `Ok(false)` refused at connect (nothing sent), `Err` anything else.
+/// answered 200, `Ok(false)` no connection (connect refused or reset: nothing sent), `Err`
+/// anything else, such as a reset after connecting or a request left unanswered.
 fn one_request(addr: &std::net::SocketAddr) -> Result<bool, String> {
     use std::io::{Read, Write};
     let mut s = match std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5)) {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(false),
+        // Refused, or reset mid-handshake as the listener closed: connect() failed, so the
+        // client has no connection and sent nothing (the kernel's limit, not a dropped one).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Ok(false);
+        }
         Err(e) => return Err(format!("connect: {e}")),
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -241,16 +241,29 @@ impl Connections {
     }
 }
 
+/// How long, once the server stops, a connection that has sent nothing yet may take to send
+/// its first byte (a client sends its request right after the handshake; an idle connection
+/// a client opened ahead of need is closed after this).
+const SILENT_CONNECTION_WAIT: Duration = Duration::from_millis(500);
+
 /// When a connection should be told to shut down: once the server stops, as soon as it has
-/// started a request (or after `first_request_wait` without one). Telling it earlier would make
-/// hyper close a connection whose request it has not read yet, which the client sees as a reset.
+/// started a request; a connection still silent after `SILENT_CONNECTION_WAIT`, or still
+/// without a whole request head after `first_request_wait`, is closed. Telling it earlier
+/// would make hyper close a connection whose request it has not read yet, which the client
+/// sees as a reset.
 async fn shutdown_point(
     stopping: &mut watch::Receiver<bool>,
     activity: &Activity,
     first_request_wait: Duration,
 ) {
     let _ = stopping.wait_for(|s| *s).await;
-    let _ = tokio::time::timeout(first_request_wait, activity.first_request()).await;
+    let spoke = activity.wait_until(|a| &a.received);
+    if tokio::time::timeout(SILENT_CONNECTION_WAIT, spoke)
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(first_request_wait, activity.wait_until(|a| &a.started)).await;
+    }
 }
 
 /// How long a connection may sit idle (no request in progress, no byte moving) while every
@@ -284,12 +297,14 @@ impl Pressure {
     }
 }
 
-/// A connection's requests: how many are in progress, and whether one has started yet.
+/// A connection's requests: how many are in progress, whether one has started yet, and
+/// whether the client has sent anything at all.
 #[derive(Default)]
 struct Activity {
     in_progress: AtomicUsize,
     started: AtomicBool,
-    first: Notify,
+    received: AtomicBool,
+    changed: Notify,
 }
 
 impl Activity {
@@ -297,15 +312,24 @@ impl Activity {
         self.in_progress.load(Ordering::Acquire) == 0
     }
 
-    /// Resolves once the connection has started a request.
-    async fn first_request(&self) {
-        let notified = self.first.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.started.load(Ordering::Acquire) {
-            return;
+    /// Sets `flag` (once), waking `wait_until`.
+    fn mark(&self, flag: &AtomicBool) {
+        if !flag.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
         }
-        notified.await;
+    }
+
+    /// Resolves once `flag(self)` is set.
+    async fn wait_until(&self, flag: impl Fn(&Activity) -> &AtomicBool) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if flag(self).load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -315,9 +339,7 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn new(activity: Arc<Activity>) -> Self {
         activity.in_progress.fetch_add(1, Ordering::AcqRel);
-        if !activity.started.swap(true, Ordering::AcqRel) {
-            activity.first.notify_waiters();
-        }
+        activity.mark(&activity.started);
         Self(activity)
     }
 }
@@ -439,6 +461,7 @@ impl AsyncRead for IdleTimeout {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.touch();
+                    this.requests.mark(&this.requests.received);
                 }
                 Poll::Ready(Ok(()))
             }
