@@ -44,8 +44,10 @@ head -c 48 /dev/urandom | base64 | tr -d '\n' >"$work/hs256-secret"
 chmod 600 "$work/hs256-secret"
 
 # Only SHIPSHAPE_* settings for the service; nothing else from this environment leaks in.
+# exec: `run_bin serve &` then makes $! the server itself, not a subshell waiting for it, so
+# the cleanup's kill stops the server (it used to be left running after every run).
 run_bin() {
-  env -i PATH="$PATH" HOME="$work" \
+  exec env -i PATH="$PATH" HOME="$work" \
     SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" \
     SHIPSHAPE_DATABASE__URL="sqlite://$work/data/dast.db" \
     SHIPSHAPE_AUTH__ENABLED=true \
