@@ -21,7 +21,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (default): applies migrations, serves until SIGTERM/SIGINT.
-    Serve,
+    Serve {
+        /// Local use: authenticate with a random key made for this process only, and print
+        /// one bearer token for it to stderr (same as auth.ephemeral_key = true). Refused with
+        /// a configured key or a PostgreSQL database.
+        #[arg(long)]
+        ephemeral_key: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Exit 0 only if the service's /readyz answers 200 in time (for exec probes; no curl needed).
@@ -36,6 +42,7 @@ pub enum Command {
     /// Print the effective configuration as TOML, secrets redacted.
     Config,
     /// Mint a bearer token (HS256, with the configured auth.hs256_secret) for local use.
+    /// Needs no running service.
     Token {
         /// The `sub` claim: who the token is for.
         #[arg(long)]

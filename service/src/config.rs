@@ -142,23 +142,29 @@ impl TelemetryConfig {
     /// The OTLP traces URL to export to, if export is on: the config key, else the standard
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, with `/v1/traces` appended as the OTLP spec says.
     pub fn traces_endpoint(&self) -> Option<String> {
+        self.export_target().map(|(url, _)| url)
+    }
+
+    /// The OTLP traces URL and where it comes from, if export is on.
+    pub fn export_target(&self) -> Option<(String, OtlpSource)> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let base = match self.otlp_endpoint.trim() {
+        let (base, source) = match self.otlp_endpoint.trim() {
             "" => {
                 // The signal-specific variable is a complete URL, used as it is.
-                if let Some(url) = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-                    return Some(url);
+                if let Some(url) = env(OTLP_TRACES_ENDPOINT_ENV) {
+                    return Some((url, OtlpSource::Env(OTLP_TRACES_ENDPOINT_ENV)));
                 }
-                env("OTEL_EXPORTER_OTLP_ENDPOINT")?
+                (env(OTLP_ENDPOINT_ENV)?, OtlpSource::Env(OTLP_ENDPOINT_ENV))
             }
-            configured => configured.to_owned(),
+            configured => (configured.to_owned(), OtlpSource::Config),
         };
-        let base = base.trim_end_matches('/');
-        Some(if base.ends_with("/v1/traces") {
+        let base = base.trim().trim_end_matches('/');
+        let url = if base.ends_with("/v1/traces") {
             base.to_owned()
         } else {
             format!("{base}/v1/traces")
-        })
+        };
+        Some((url, source))
     }
 }
 
@@ -201,6 +207,10 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Let anonymous clients read items (GET/HEAD on `/v1/items*`); writes still need a token.
     pub public_reads: bool,
+    /// Local mode (`serve --ephemeral-key`): a random HS256 key made for this process only,
+    /// and one token for it printed to stderr at start. Refused with a configured key and with
+    /// PostgreSQL (replicas would each have their own key).
+    pub ephemeral_key: bool,
 }
 
 impl Default for AuthConfig {
@@ -214,6 +224,7 @@ impl Default for AuthConfig {
             audience: String::new(),
             leeway: Duration::from_secs(30),
             public_reads: false,
+            ephemeral_key: false,
         }
     }
 }
@@ -348,6 +359,16 @@ mod opt_addr {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+/// What the configuration is loaded for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// Serving requests: with auth on, a key (or `auth.ephemeral_key`) is required.
+    #[default]
+    Serve,
+    /// A command that serves nothing (`config`, `migrate`, `token`): no key is needed.
+    Offline,
+}
+
 /// Where configuration comes from; `Sources::from_env()` is what the binary uses.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -355,6 +376,10 @@ pub struct Sources {
     pub file: Option<PathBuf>,
     /// Whether the file must exist (true when named explicitly).
     pub file_required: bool,
+    /// What the configuration is for.
+    pub purpose: Purpose,
+    /// `serve --ephemeral-key`: sets `auth.ephemeral_key = true` over every other source.
+    pub ephemeral_key_flag: bool,
 }
 
 impl Sources {
@@ -364,10 +389,12 @@ impl Sources {
             Ok(path) if !path.is_empty() => Self {
                 file: Some(path.into()),
                 file_required: true,
+                ..Self::default()
             },
             _ => Self {
                 file: Some(DEFAULT_CONFIG_FILE.into()),
                 file_required: false,
+                ..Self::default()
             },
         }
     }
@@ -388,12 +415,15 @@ impl Config {
             }
         }
         figment = figment.merge(env_provider());
+        if sources.ephemeral_key_flag {
+            figment = figment.merge(EphemeralKeyFlag);
+        }
         let config: Config = figment.extract().map_err(|e| describe(&figment, e))?;
-        config.validate(&figment)?;
+        config.validate(&figment, sources.purpose)?;
         Ok(config)
     }
 
-    fn validate(&self, figment: &Figment) -> Result<(), ConfigError> {
+    fn validate(&self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| -> ConfigError {
             ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
         };
@@ -453,10 +483,10 @@ impl Config {
                 "must be between 0.0 and 1.0".into(),
             ));
         }
-        self.validate_security(figment)
+        self.validate_security(figment, purpose)
     }
 
-    fn validate_security(&self, figment: &Figment) -> Result<(), ConfigError> {
+    fn validate_security(&self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| -> ConfigError {
             ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
         };
@@ -464,14 +494,29 @@ impl Config {
         if a.leeway > Duration::from_secs(300) {
             return Err(bad("auth.leeway", "must be at most 5m".into()));
         }
-        if let Err(e) = crate::auth::keys::Verifier::from_config(a) {
-            let key = e.key();
-            let source = if key == "auth" {
+        // First: a configured key next to the ephemeral one is the mistake to report.
+        if a.ephemeral_key {
+            self.validate_ephemeral_key(figment)?;
+        }
+        let keys = match crate::auth::keys::Verifier::from_keys(a) {
+            Ok(keys) => keys,
+            Err(e) => {
+                let key = e.key();
+                let source = if key == "auth" {
+                    source_of(figment, "auth.enabled")
+                } else {
+                    source_of(figment, key)
+                };
+                return Err(ConfigError(format!("key `{key}` {source}: {e}")));
+            }
+        };
+        if !a.ephemeral_key && a.enabled && keys.is_none() && purpose == Purpose::Serve {
+            let e = crate::auth::keys::KeyConfigError::missing();
+            return Err(ConfigError(format!(
+                "key `{}` {}: {e}",
+                e.key(),
                 source_of(figment, "auth.enabled")
-            } else {
-                source_of(figment, key)
-            };
-            return Err(ConfigError(format!("key `{key}` {source}: {e}")));
+            )));
         }
         let r = &self.rate_limit;
         if r.per_second == 0 {
@@ -488,6 +533,49 @@ impl Config {
         }
         if let Err(e) = crate::http::hardening::parse_origins(&self.security.cors_origins) {
             return Err(bad("security.cors_origins", e));
+        }
+        Ok(())
+    }
+
+    /// `auth.ephemeral_key` only where its safety is obvious: auth on, no configured key (two
+    /// keys would be ambiguous), and SQLite (PostgreSQL means replicas, each with its own key:
+    /// tokens would work on one pod and fail on the next).
+    fn validate_ephemeral_key(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let refuse = |why: String| -> ConfigError {
+            ConfigError(format!(
+                "key `auth.ephemeral_key` {}: {why}",
+                source_of(figment, "auth.ephemeral_key")
+            ))
+        };
+        if !a.enabled {
+            return Err(refuse(format!(
+                "needs auth.enabled = true, but auth.enabled is false {}",
+                source_of(figment, "auth.enabled")
+            )));
+        }
+        for (key, set) in [
+            ("auth.hs256_secret", !a.hs256_secret.expose().is_empty()),
+            ("auth.public_key_file", !a.public_key_file.is_empty()),
+            ("auth.jwks_file", !a.jwks_file.is_empty()),
+        ] {
+            if set {
+                return Err(refuse(format!(
+                    "cannot be combined with a configured key: {key} is set {}; use one or \
+                     the other",
+                    source_of(figment, key)
+                )));
+            }
+        }
+        if crate::db::Backend::parse(self.database.url.expose()).ok()
+            == Some(crate::db::Backend::Postgres)
+        {
+            return Err(refuse(format!(
+                "refused with a PostgreSQL database.url {}: a replicated deployment would have \
+                 one key per replica; configure auth.hs256_secret, auth.public_key_file or \
+                 auth.jwks_file instead",
+                source_of(figment, "database.url")
+            )));
         }
         Ok(())
     }
@@ -513,6 +601,90 @@ impl Config {
             shown.auth.hs256_secret = Secret::new("[redacted]");
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// [`Config::redacted_toml`] with the effective span export target and its source noted
+    /// under `telemetry.otlp_endpoint`, for `shipshape config`. An endpoint taken from
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is shown as the value it acts as.
+    pub fn describe_toml(&self) -> String {
+        let t = &self.telemetry;
+        let (shown, note) = match t.export_target() {
+            None => (
+                String::new(),
+                "no span export (neither telemetry.otlp_endpoint nor OTEL_EXPORTER_OTLP_ENDPOINT \
+                 is set)"
+                    .to_owned(),
+            ),
+            Some((url, source)) => {
+                let base = match source {
+                    OtlpSource::Env(OTLP_ENDPOINT_ENV) => {
+                        std::env::var(OTLP_ENDPOINT_ENV).unwrap_or_default()
+                    }
+                    _ => t.otlp_endpoint.clone(),
+                };
+                let from = match source {
+                    OtlpSource::Config => "telemetry.otlp_endpoint".to_owned(),
+                    OtlpSource::Env(name) => format!("env {name}"),
+                };
+                // A URL may carry credentials: shown redacted, as database.url is.
+                let show = |u: &str| {
+                    if url::Url::parse(u).is_ok_and(|p| p.password().is_some()) {
+                        crate::db::redact_url(u)
+                    } else {
+                        u.to_owned()
+                    }
+                };
+                (
+                    show(base.trim()),
+                    format!("spans are exported to {} (from {from})", show(&url)),
+                )
+            }
+        };
+        let mut with_effective = self.clone();
+        with_effective.telemetry.otlp_endpoint = shown;
+        let text = with_effective.redacted_toml();
+        let mut out = String::with_capacity(text.len() + 128);
+        let mut in_telemetry = false;
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line.starts_with('[') {
+                in_telemetry = line == "[telemetry]";
+            }
+            if in_telemetry && line.starts_with("otlp_endpoint = ") {
+                out.push_str(&format!("# effective: {note}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the standard base URL variable.
+const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the standard complete traces URL variable.
+const OTLP_TRACES_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+
+/// Where the span export endpoint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpSource {
+    /// `telemetry.otlp_endpoint`.
+    Config,
+    /// A standard OpenTelemetry environment variable.
+    Env(&'static str),
+}
+
+/// `auth.ephemeral_key = true` from `serve --ephemeral-key`, above every other source.
+struct EphemeralKeyFlag;
+
+impl figment::Provider for EphemeralKeyFlag {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("command line --ephemeral-key")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        figment::Provider::data(&Serialized::default("auth.ephemeral_key", true))
     }
 }
 

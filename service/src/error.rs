@@ -57,6 +57,9 @@ pub struct Problem {
 pub enum ApiError {
     #[error("the request body failed validation")]
     Validation(Vec<FieldError>),
+    /// Query parameters out of range (422, like body validation, but said of the query).
+    #[error("the query failed validation: {}", field_names(.0))]
+    InvalidQuery(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -100,7 +103,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         match self {
-            Validation(_) => (
+            Validation(_) | InvalidQuery(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "Validation failed",
@@ -191,7 +194,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %error_chain(&self), status = status.as_u16(), "request failed");
         }
         let errors = match &self {
-            ApiError::Validation(errors) => errors.clone(),
+            ApiError::Validation(errors) | ApiError::InvalidQuery(errors) => errors.clone(),
             _ => Vec::new(),
         };
         let problem = Problem {
@@ -239,6 +242,12 @@ impl IntoResponse for ApiError {
         response.extensions_mut().insert(ErrorKind(slug));
         response
     }
+}
+
+/// "`limit`" or "`tag`, `q`": the parameters named in a query validation error.
+fn field_names(errors: &[FieldError]) -> String {
+    let names: Vec<String> = errors.iter().map(|e| format!("`{}`", e.field)).collect();
+    names.join(", ")
 }
 
 /// The `realm` of the bearer challenges.

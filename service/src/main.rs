@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use shipshape::{
     cli::{Cli, Command},
-    config::{Config, Sources},
+    config::{Config, Purpose, Sources},
     db, healthcheck, startup, telemetry,
 };
 
@@ -15,15 +15,23 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
-    let config = Config::load(&Sources::from_env());
+    let command = cli.command.unwrap_or(Command::Serve {
+        ephemeral_key: false,
+    });
+    let mut sources = Sources::from_env();
+    match command {
+        Command::Serve { ephemeral_key } => sources.ephemeral_key_flag = ephemeral_key,
+        // Commands that serve nothing need no key.
+        _ => sources.purpose = Purpose::Offline,
+    }
+    let config = Config::load(&sources);
     if let Command::Healthcheck { url, timeout } = command {
         // Works even with a broken config: the probe then checks the default port.
         let port = Config::listen_addr(&Sources::from_env()).map_or(8080, |a| a.port());
         let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/readyz"));
         return run_async(async move { healthcheck::check(&url, timeout).await });
     }
-    let config = match config {
+    let mut config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shipshape: {e}");
@@ -32,7 +40,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Config => {
-            print!("{}", config.redacted_toml());
+            print!("{}", config.describe_toml());
             ExitCode::SUCCESS
         }
         Command::Token { sub, scopes, ttl } => token(&config, &sub, &scopes, ttl),
@@ -47,10 +55,15 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Serve | Command::Healthcheck { .. } => {
+        Command::Serve { .. } | Command::Healthcheck { .. } => {
             let Some(telemetry) = init_telemetry(&config, true) else {
                 return ExitCode::FAILURE;
             };
+            if config.auth.ephemeral_key
+                && let Err(code) = ephemeral_key(&mut config)
+            {
+                return code;
+            }
             let code = run_async(serve(config));
             telemetry.shutdown();
             code
@@ -73,6 +86,48 @@ fn init_telemetry(config: &Config, export: bool) -> Option<telemetry::Telemetry>
             None
         }
     }
+}
+
+/// How long the token printed for an ephemeral key is valid.
+const EPHEMERAL_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// `--ephemeral-key`: installs a fresh random HS256 key for this process and prints one token
+/// for it to stderr (never to the log: the log only says that an ephemeral key is in use).
+fn ephemeral_key(config: &mut Config) -> Result<(), ExitCode> {
+    let secret = shipshape::auth::keys::ephemeral_secret().map_err(|e| {
+        eprintln!("shipshape: auth.ephemeral_key: cannot read the OS random number generator: {e}");
+        ExitCode::FAILURE
+    })?;
+    config.auth.hs256_secret = secret;
+    let scopes = [
+        shipshape::auth::middleware::SCOPE_READ.to_owned(),
+        shipshape::auth::middleware::SCOPE_WRITE.to_owned(),
+    ];
+    let token =
+        shipshape::auth::keys::mint_hs256(&config.auth, "local", &scopes, EPHEMERAL_TOKEN_TTL)
+            .map_err(|e| {
+                eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key());
+                ExitCode::FAILURE
+            })?;
+    let port = config.http.listen.port();
+    let rule = "=".repeat(78);
+    eprintln!(
+        "{rule}\n\
+         EPHEMERAL KEY (local use only): auth uses a random key made for this process.\n\
+         It dies with the process: after a restart this token no longer works, and no other\n\
+         instance accepts it. Bearer token (sub local, scopes {}, valid {}):\n\
+         \n{token}\n\n\
+         e.g.  curl -H \"Authorization: Bearer $TOKEN\" http://localhost:{port}/v1/items\n\
+         {rule}",
+        scopes.join(" "),
+        humantime::format_duration(EPHEMERAL_TOKEN_TTL),
+    );
+    tracing::warn!(
+        token_ttl_s = EPHEMERAL_TOKEN_TTL.as_secs(),
+        "auth.ephemeral_key: authenticating with a random key made for this process only; \
+         its token was printed to stderr; tokens stop working when the process exits"
+    );
+    Ok(())
 }
 
 /// `shipshape token`: prints an HS256 token signed with the configured secret.

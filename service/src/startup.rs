@@ -142,7 +142,7 @@ impl Application {
 /// `TcpListener::bind` asks for 128, which a burst of new connections (a load balancer failing
 /// over, clients reconnecting after a restart, `http.max_connections` reached) overflows: the
 /// kernel then drops SYNs and those clients wait out 1 s, 3 s, 7 s... retransmissions.
-const LISTEN_BACKLOG: u32 = 4096;
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds a listening socket like `TcpListener::bind`, with a deeper accept backlog.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

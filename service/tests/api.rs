@@ -16,6 +16,7 @@ on_both_backends!(
     get_supports_if_none_match,
     list_paginates_with_stable_cursor,
     list_filters_by_tag_and_name,
+    cursor_keeps_the_filters_it_was_issued_for,
     list_rejects_bad_parameters,
     put_replaces_and_honours_if_match,
     patch_merges_and_validates,
@@ -391,9 +392,101 @@ async fn list_filters_by_tag_and_name(b: Backend) {
     assert_eq!(names(page2), ["Blue mug"]);
 }
 
+/// A cursor carries its listing: alone, it continues the filtered listing (README's
+/// `?cursor=<next_cursor>`); with the same filters it is accepted; with other filters 400.
+async fn cursor_keeps_the_filters_it_was_issued_for(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let mut kitchen_cups = Vec::new();
+    for i in 0..9 {
+        let (name, tags) = match i % 3 {
+            0 => (format!("Cup {i}"), vec!["kitchen"]),
+            1 => (format!("Cup {i}"), vec!["office"]),
+            _ => (format!("Plate {i}"), vec!["kitchen"]),
+        };
+        let r = app
+            .post_item(&json!({"name": name, "price": 1, "quantity": 1, "tags": tags}))
+            .await;
+        assert_eq!(r.status(), 201);
+        if i % 3 == 0 {
+            kitchen_cups.push(name);
+        }
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Follow next_cursor alone, as README shows: every page keeps tag, q and limit.
+    let mut page: Value = app
+        .get("/v1/items?tag=kitchen&q=CUP&limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut seen = names(&page);
+    let mut first_cursor = None;
+    while let Some(c) = page["next_cursor"].as_str().map(str::to_owned) {
+        first_cursor.get_or_insert(c.clone());
+        page = app
+            .get(&format!("/v1/items?cursor={c}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(names(&page).len() <= 1, "the cursor keeps limit=1: {page}");
+        seen.extend(names(&page));
+    }
+    assert_eq!(seen, kitchen_cups, "only kitchen cups, each once, in order");
+    let c = first_cursor.expect("more than one page");
+
+    // Repeating the cursor's own filters is fine (q compared ignoring case); limit may change.
+    let again: Value = app
+        .get(&format!("/v1/items?tag=kitchen&q=cup&limit=5&cursor={c}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(&again), kitchen_cups[1..]);
+
+    // Other filters than the cursor's: 400 naming the conflict.
+    for (query, name) in [
+        (format!("tag=office&cursor={c}"), "tag"),
+        (format!("q=plate&cursor={c}"), "q"),
+    ] {
+        let body = assert_problem(app.get(&format!("/v1/items?{query}")).await, 400).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("{name}=")) && detail.contains("cursor"),
+            "{query}: {detail}"
+        );
+    }
+    // A cursor of an unfiltered listing does not take a filter either.
+    let all: Value = app.get("/v1/items?limit=1").await.json().await.unwrap();
+    let unfiltered = all["next_cursor"].as_str().unwrap();
+    let body = assert_problem(
+        app.get(&format!("/v1/items?tag=kitchen&cursor={unfiltered}"))
+            .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("no tag"),
+        "{body}"
+    );
+}
+
 async fn list_rejects_bad_parameters(b: Backend) {
     let app = TestApp::spawn(b).await;
-    assert_problem(app.get("/v1/items?limit=0").await, 422).await;
+    let body = assert_problem(app.get("/v1/items?limit=0").await, 422).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("query") && detail.contains("`limit`") && !detail.contains("body"),
+        "a bad limit is a query problem: {detail}"
+    );
+    assert_eq!(body["errors"][0]["field"], "limit");
     assert_problem(app.get("/v1/items?limit=101").await, 422).await;
     assert_problem(app.get("/v1/items?limit=abc").await, 400).await;
     assert_problem(app.get("/v1/items?cursor=garbage").await, 400).await;

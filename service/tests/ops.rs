@@ -32,6 +32,51 @@ on_both_backends!(
     database_outage_gives_503_and_recovers,
 );
 
+/// With `http.metrics_listen`, `/metrics` moves: the API port answers 404 (problem+json) and
+/// leaves it out of its OpenAPI document; the metrics listener serves it (and nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_moves_metrics_off_the_api_port() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.http.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let metrics = app.metrics_base.clone().expect("metrics listener bound");
+    app.create("counted").await;
+    assert_problem(app.get("/metrics").await, 404).await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["paths"].get("/metrics").is_none(), "{}", doc["paths"]);
+    assert!(doc["paths"].get("/healthz").is_some());
+    let r = app
+        .client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("http_server_requests_total{"),
+        "the metrics listener serves the API's metrics: {text:.300}"
+    );
+    let r = app
+        .client
+        .get(format!("{metrics}/v1/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the metrics listener serves only /metrics");
+    app.shutdown().await.unwrap();
+
+    // Without it, the API port serves /metrics (and documents it).
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["paths"].get("/metrics").is_some());
+    app.shutdown().await.unwrap();
+}
+
 /// Wraps a real store, adding a delay to reads and writes and an on/off "outage" switch.
 struct Faulty {
     inner: Arc<dyn ItemStore>,

@@ -5,7 +5,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -438,4 +438,387 @@ async fn all_names(client: &reqwest::Client, server: &Server) -> std::collection
             None => return names,
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Commands that serve nothing need no key; `serve --ephemeral-key` is the local mode.
+
+#[test]
+fn config_and_migrate_need_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/data/m.db", dir.path().display());
+    // Auth is on by default and no key is configured.
+    let out = run(dir.path(), &["config"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "config: {stderr}");
+    let parsed: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(parsed["auth"]["enabled"].as_bool(), Some(true));
+    let out = run(
+        dir.path(),
+        &["migrate"],
+        &[("SHIPSHAPE_DATABASE__URL", db.as_str())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "migrate: {stderr}");
+    assert!(
+        dir.path().join("data/m.db").exists(),
+        "migrate made the database"
+    );
+}
+
+/// `shipshape config` shows the span export endpoint that is in effect, and where it is from.
+#[test]
+fn config_shows_the_effective_otlp_endpoint_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = |env: &[(&str, &str)]| -> (String, String) {
+        let out = run(dir.path(), &["config"], env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).expect("still valid TOML");
+        let value = parsed["telemetry"]["otlp_endpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let note = text
+            .lines()
+            .find(|l| l.starts_with("# effective:"))
+            .unwrap_or_else(|| panic!("no effective-endpoint note in\n{text}"))
+            .to_owned();
+        (value, note)
+    };
+    let (value, note) = telemetry(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]);
+    assert_eq!(value, "http://collector:4318");
+    assert!(
+        note.contains("http://collector:4318/v1/traces")
+            && note.contains("env OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{note}"
+    );
+    let (value, note) = telemetry(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+        ("SHIPSHAPE_TELEMETRY__OTLP_ENDPOINT", "http://mine:4318/"),
+    ]);
+    assert_eq!(value, "http://mine:4318/");
+    assert!(
+        note.contains("http://mine:4318/v1/traces") && note.contains("telemetry.otlp_endpoint"),
+        "{note}"
+    );
+    let (value, note) = telemetry(&[]);
+    assert_eq!(value, "");
+    assert!(note.contains("no span export"), "{note}");
+}
+
+/// `serve --ephemeral-key` on `port`; stderr (where the token goes) to a file of its own.
+fn serve_ephemeral(
+    dir: &Path,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Server, PathBuf) {
+    let log = dir.join(format!("ephemeral-{port}.log"));
+    let stderr = dir.join(format!("ephemeral-{port}.stderr"));
+    let child = common::child::command(dir)
+        .args(args)
+        .env("SHIPSHAPE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SHIPSHAPE_DATABASE__URL",
+            format!("sqlite://{}/data/e.db", dir.display()),
+        )
+        .env("SHIPSHAPE_HTTP__DRAIN_DELAY", "0s")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn shipshape");
+    (Server { child, port, log }, stderr)
+}
+
+#[tokio::test]
+async fn ephemeral_key_prints_one_working_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    for (args, env) in [
+        (&["serve", "--ephemeral-key"][..], &[][..]),
+        (
+            &["serve"][..],
+            &[("SHIPSHAPE_AUTH__EPHEMERAL_KEY", "true")][..],
+        ),
+    ] {
+        let port = free_port();
+        let (mut server, stderr) = serve_ephemeral(dir.path(), port, args, env);
+        server.wait_ready(&client).await;
+        let printed = std::fs::read_to_string(&stderr).unwrap();
+        let tokens: Vec<&str> = printed.lines().filter(|l| l.starts_with("eyJ")).collect();
+        assert_eq!(tokens.len(), 1, "{args:?}: one token on stderr:\n{printed}");
+        let token = tokens[0];
+        assert!(printed.contains("EPHEMERAL KEY"), "{printed}");
+        assert!(printed.contains("dies with the process"), "{printed}");
+
+        let items = server.url("/v1/items");
+        let r = client.get(&items).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the printed token reads");
+        let r = client
+            .post(&items)
+            .bearer_auth(token)
+            .json(&item("ephemeral"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "the printed token writes");
+        let r = client.get(&items).send().await.unwrap();
+        assert_eq!(r.status(), 401, "auth is on");
+        // A well-formed token signed with another key.
+        let other = common::token("local", &["items:read"]);
+        let r = client.get(&items).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(r.status(), 401, "a token of another key is refused");
+        let mut tampered = token.to_owned();
+        tampered.push('A');
+        let r = client
+            .get(&items)
+            .bearer_auth(&tampered)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "a tampered token is refused");
+
+        let log = server.stop().join("\n");
+        assert!(
+            log.contains("ephemeral"),
+            "the log says an ephemeral key is in use"
+        );
+        assert!(!log.contains(token), "the token is not in the log");
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature));
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("hs256_secret") && !l.contains("[redacted]")),
+            "the key is not in the log"
+        );
+    }
+}
+
+#[test]
+fn ephemeral_key_is_refused_with_a_key_postgres_or_auth_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-configured-secret-a-configured-secret-0123";
+    /// (arguments, environment, what the one error line must name)
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            &["serve", "--ephemeral-key"],
+            vec![("SHIPSHAPE_AUTH__HS256_SECRET", secret)],
+            &[
+                "auth.ephemeral_key",
+                "command line --ephemeral-key",
+                "auth.hs256_secret",
+                "SHIPSHAPE_AUTH__HS256_SECRET",
+            ],
+        ),
+        (
+            &["serve"],
+            vec![
+                ("SHIPSHAPE_AUTH__EPHEMERAL_KEY", "true"),
+                ("SHIPSHAPE_AUTH__JWKS_FILE", "/some/jwks.json"),
+            ],
+            &[
+                "auth.ephemeral_key",
+                "SHIPSHAPE_AUTH__EPHEMERAL_KEY",
+                "auth.jwks_file",
+            ],
+        ),
+        (
+            &["serve", "--ephemeral-key"],
+            vec![(
+                "SHIPSHAPE_DATABASE__URL",
+                "postgres://app:hunter2@127.0.0.1:1/app",
+            )],
+            &[
+                "auth.ephemeral_key",
+                "PostgreSQL",
+                "database.url",
+                "replica",
+            ],
+        ),
+        (
+            &["serve", "--ephemeral-key"],
+            vec![("SHIPSHAPE_AUTH__ENABLED", "false")],
+            &[
+                "auth.ephemeral_key",
+                "auth.enabled",
+                "SHIPSHAPE_AUTH__ENABLED",
+            ],
+        ),
+    ];
+    for (args, env, needles) in cases {
+        let out = run(dir.path(), args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        for n in needles {
+            assert!(
+                stderr.contains(n),
+                "{args:?} {env:?}: {stderr:?} should name {n}"
+            );
+        }
+        assert!(
+            !stderr.contains("hunter2") && !stderr.contains(secret),
+            "{stderr}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Graceful drain for clients that open a new connection per request and ignore readiness.
+
+/// What one client saw: answered requests, and anything else than a refused connection.
+#[derive(Default)]
+struct ClientTally {
+    answered: u32,
+    refused: u32,
+    errors: Vec<String>,
+}
+
+/// One request on a fresh connection (no `Connection: close` from the client): `Ok(true)`
+/// answered 200, `Ok(false)` no connection (connect refused or reset: nothing sent), `Err`
+/// anything else, such as a reset after connecting or a request left unanswered.
+fn one_request(addr: &std::net::SocketAddr) -> Result<bool, String> {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        // Refused, or reset mid-handshake as the listener closed: connect() failed, so the
+        // client has no connection and sent nothing (the kernel's limit, not a dropped one).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => return Err(format!("connect: {e}")),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: drain\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read: {e} after {} bytes", got.len()))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed after {} bytes: {:?}",
+                got.len(),
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .ok_or_else(|| format!("no content-length: {head}"))?
+                .map_err(|e| format!("bad content-length: {e}"))?;
+            if body.len() >= length {
+                return if head.starts_with("HTTP/1.1 200") {
+                    Ok(true)
+                } else {
+                    Err(format!("answered {head}"))
+                };
+            }
+        }
+    }
+}
+
+/// 8 clients, each opening a new connection for every request and ignoring readiness, load
+/// the real binary through SIGTERM until the listener is gone. Every connection the kernel
+/// completed must be answered: connections refused after the listener closed are fine (the
+/// client sent nothing), a reset or an unanswered request is not. Repeated a few times: the
+/// moment the listener closes is a race.
+#[test]
+fn sigterm_with_a_new_connection_per_request_resets_nothing() {
+    const CLIENTS: usize = 8;
+    const ROUNDS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut report = Vec::new();
+    for round in 0..ROUNDS {
+        let port = free_port();
+        let db = format!("sqlite://{}/data/drain-{round}.db", dir.path().display());
+        let mut server = serve(
+            dir.path(),
+            &db,
+            port,
+            &[
+                ("SHIPSHAPE_HTTP__DRAIN_DELAY", "300ms"),
+                ("SHIPSHAPE_HTTP__SHUTDOWN_GRACE", "5s"),
+                ("SHIPSHAPE_LOG__LEVEL", "warn"),
+            ],
+        );
+        rt.block_on(server.wait_ready(&reqwest::Client::new()));
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut t = ClientTally::default();
+                    // Until the listener is gone (refused twice in a row), bounded in time.
+                    while t.refused < 2 && Instant::now() < deadline {
+                        match one_request(&addr) {
+                            Ok(true) => {
+                                t.answered += 1;
+                                t.refused = 0;
+                            }
+                            Ok(false) => t.refused += 1,
+                            Err(e) => t.errors.push(e),
+                        }
+                    }
+                    t
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        let t0 = Instant::now();
+        server.signal("TERM");
+        let code = server.wait_exit(Duration::from_secs(10));
+        let elapsed = t0.elapsed();
+        let tallies: Vec<ClientTally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        let answered: u32 = tallies.iter().map(|t| t.answered).sum();
+        let errors: Vec<&String> = tallies.iter().flat_map(|t| &t.errors).collect();
+        assert!(
+            errors.is_empty(),
+            "round {round}: {} connection(s) reset or unanswered (of {answered} answered): {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        assert!(
+            tallies.iter().all(|t| t.refused >= 2),
+            "round {round}: every client ended on a refused connection (the listener closed)"
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "round {round}: exit code\n{}",
+            server.log_text()
+        );
+        assert!(
+            answered > 100,
+            "round {round}: load was flowing: {answered}"
+        );
+        report.push(format!("{answered} answered, exit 0 in {elapsed:?}"));
+    }
+    eprintln!(
+        "new connection per request through SIGTERM: {}",
+        report.join("; ")
+    );
 }

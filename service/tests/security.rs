@@ -865,10 +865,6 @@ fn auth_and_rate_limit_config_errors_exit_2_naming_the_key() {
     type Case<'a> = (Vec<(&'a str, &'a str)>, &'a [&'a str]);
     let cases: Vec<Case> = vec![
         (
-            vec![],
-            &["`auth`", "no key is configured", "SHIPSHAPE_AUTH__ENABLED"],
-        ),
-        (
             vec![("SHIPSHAPE_AUTH__HS256_SECRET", "short")],
             &["auth.hs256_secret", "32 bytes"],
         ),
@@ -925,6 +921,20 @@ fn auth_and_rate_limit_config_errors_exit_2_naming_the_key() {
             assert!(stderr.contains(n), "{env:?}: {stderr:?} should name {n}");
         }
         assert!(!stderr.contains("short"), "secret not echoed");
+    }
+    // Serving with auth on and no key stops at start, and says how to give one.
+    let out = run(dir.path(), &["serve"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for n in [
+        "`auth`",
+        "no key is configured",
+        "auth.hs256_secret",
+        "--ephemeral-key",
+        "SHIPSHAPE_AUTH__ENABLED",
+    ] {
+        assert!(stderr.contains(n), "{stderr:?} should name {n}");
     }
 }
 
@@ -1435,10 +1445,19 @@ async fn hostile_inputs_get_clean_4xx_and_data_stays_intact(b: Backend) {
         h.expect(&format!("{name}: {value:.20}"), req, &[400]).await;
     }
     h.expect(
-        "If-Match that matches nothing",
+        "If-Match that is not an entity-tag (a space inside)",
         client
             .put(&one)
             .header("if-match", "\"1' OR '1'='1\"")
+            .json(&item("x")),
+        &[400],
+    )
+    .await;
+    h.expect(
+        "If-Match that matches nothing",
+        client
+            .put(&one)
+            .header("if-match", "\"1'OR'1'='1\"")
             .json(&item("x")),
         &[412],
     )

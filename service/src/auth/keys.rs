@@ -106,6 +106,17 @@ impl KeyConfigError {
     pub fn key(&self) -> &'static str {
         self.key
     }
+
+    /// Auth is on but no key is configured (serving needs one).
+    pub fn missing() -> Self {
+        Self::new(
+            "auth",
+            "auth is enabled but no key is configured: set auth.hs256_secret, \
+             auth.public_key_file or auth.jwks_file; for local use, `shipshape serve \
+             --ephemeral-key` makes a key for this process only and prints a token (or \
+             auth.enabled = false, env SHIPSHAPE_AUTH__ENABLED=false, turns auth off)",
+        )
+    }
 }
 
 /// One verification key and the single algorithm it verifies.
@@ -191,6 +202,15 @@ impl Verifier {
 
     /// The verifier for `cfg`; `Ok(None)` when auth is disabled and no key is configured.
     pub fn from_config(cfg: &AuthConfig) -> Result<Option<Verifier>, KeyConfigError> {
+        match Self::from_keys(cfg)? {
+            None if cfg.enabled => Err(KeyConfigError::missing()),
+            keys => Ok(keys),
+        }
+    }
+
+    /// The verifier for the configured key, `Ok(None)` when none is configured (whether auth
+    /// is on or not): checks the key material only.
+    pub fn from_keys(cfg: &AuthConfig) -> Result<Option<Verifier>, KeyConfigError> {
         install_crypto_provider();
         let secret = cfg.hs256_secret.expose();
         let sources = [
@@ -238,14 +258,6 @@ impl Verifier {
             return Ok(Some(Verifier {
                 keys: Keys::Set(keys),
             }));
-        }
-        if cfg.enabled {
-            return Err(KeyConfigError::new(
-                "auth",
-                "auth is enabled but no key is configured: set auth.hs256_secret, \
-                 auth.public_key_file or auth.jwks_file (or auth.enabled = false, env \
-                 SHIPSHAPE_AUTH__ENABLED=false, for local use only)",
-            ));
         }
         Ok(None)
     }
@@ -406,6 +418,16 @@ fn signing_alg(alg: KeyAlgorithm) -> Option<Algorithm> {
     })
 }
 
+/// Bytes of OS randomness in an ephemeral HS256 key (hex-encoded: a 64-character secret).
+const EPHEMERAL_KEY_BYTES: usize = 32;
+
+/// A fresh random HS256 secret from the OS random number generator, for `--ephemeral-key`.
+pub fn ephemeral_secret() -> Result<crate::config::Secret, getrandom::Error> {
+    let mut key = [0u8; EPHEMERAL_KEY_BYTES];
+    getrandom::fill(&mut key)?;
+    Ok(crate::config::Secret::new(hex::encode(key)))
+}
+
 /// Claims of a token minted by `shipshape token`.
 #[derive(Debug, Serialize)]
 struct MintClaims<'a> {
@@ -433,7 +455,8 @@ pub fn mint_hs256(
         return Err(KeyConfigError::new(
             "auth.hs256_secret",
             "no HS256 secret is configured, so no token can be minted \
-             (set SHIPSHAPE_AUTH__HS256_SECRET, e.g. file:/path/to/secret)",
+             (set SHIPSHAPE_AUTH__HS256_SECRET, e.g. file:/path/to/secret; a server started \
+             with --ephemeral-key prints its own token at start)",
         ));
     }
     let key = EncodingKey::from_secret(secret.as_bytes())

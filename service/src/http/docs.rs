@@ -56,7 +56,8 @@ pub fn routes(config: &Config) -> Router<AppState> {
 pub const BEARER: &str = "bearer";
 
 /// The OpenAPI document as this instance enforces it: the bearer scheme and the 401/403
-/// answers when auth is on (reads optionally anonymous), 429 when rate limiting is on.
+/// answers when auth is on (reads optionally anonymous), 429 when rate limiting is on, and
+/// `/metrics` only when the API port serves it.
 pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::{
         Content, Ref, ResponseBuilder,
@@ -65,6 +66,10 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
         security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
     };
     let mut doc = ApiDoc::openapi();
+    if config.http.metrics_listen.is_some() {
+        // Served on its own listener only: this document describes the API port.
+        doc.paths.paths.remove("/metrics");
+    }
     let auth = config.auth.enabled;
     if auth {
         let components = doc.components.get_or_insert_with(Default::default);
@@ -82,6 +87,7 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
             ),
         );
     }
+    not_null_headers(&mut doc);
     let string = || ObjectBuilder::new().schema_type(Type::String).build();
     let problem = |description: &str, headers: &[(&str, &str)]| {
         let mut r = ResponseBuilder::new().description(description).content(
@@ -153,4 +159,45 @@ pub fn openapi(config: &Config) -> utoipa::openapi::OpenApi {
         }
     }
     doc
+}
+
+/// An optional header is absent or a string, never JSON `null`: utoipa types an
+/// `Option<String>` header as `["string", "null"]`, which makes fuzzers send `If-Match: null`
+/// as if the schema allowed it. Optional stays optional (`required: false`).
+fn not_null_headers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        RefOr, Schema,
+        path::ParameterIn,
+        schema::{SchemaType, Type},
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            for p in op.parameters.iter_mut().flatten() {
+                let RefOr::T(p) = p else { continue };
+                if p.parameter_in != ParameterIn::Header {
+                    continue;
+                }
+                if let Some(RefOr::T(Schema::Object(o))) = &mut p.schema
+                    && let SchemaType::Array(types) = &o.schema_type
+                {
+                    let types: Vec<Type> = types
+                        .iter()
+                        .filter(|t| **t != Type::Null)
+                        .cloned()
+                        .collect();
+                    o.schema_type = match types.as_slice() {
+                        [one] => SchemaType::Type(one.clone()),
+                        _ => SchemaType::Array(types),
+                    };
+                }
+            }
+        }
+    }
 }

@@ -91,7 +91,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let mut app = Router::new()
         .merge(api)
-        .merge(probes::routes())
+        .merge(probes::routes(state.config.http.metrics_listen.is_none()))
         .merge(docs::routes(&state.config))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit))

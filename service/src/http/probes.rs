@@ -13,11 +13,17 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::metrics::Format;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// The probes, and `/metrics` when `with_metrics` (not when `http.metrics_listen` moves it to
+/// its own listener: then the API port answers `/metrics` with 404).
+pub fn routes(with_metrics: bool) -> Router<AppState> {
+    let probes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        probes.route("/metrics", get(metrics))
+    } else {
+        probes
+    }
 }
 
 /// Probe answer.

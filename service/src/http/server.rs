@@ -18,12 +18,12 @@ use futures_util::FutureExt as _;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    server::conn::auto::Builder,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, Semaphore, TryAcquireError, futures::OwnedNotified},
+    sync::{Notify, Semaphore, TryAcquireError, futures::OwnedNotified, mpsc, watch},
     time::{Instant, Sleep},
 };
 use tower::ServiceExt;
@@ -40,6 +40,14 @@ pub enum Drained {
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then drains within `cfg.shutdown_grace`.
+///
+/// Shutdown keeps the promise that no accepted connection is dropped, as far as the kernel
+/// allows: the connections already waiting in the listen backlog (the handshake done, the
+/// request maybe sent) are accepted and served before the listener closes, since closing it
+/// would reset them; and a connection gets its first request served (answered with
+/// `Connection: close`) before it is told to shut down, since hyper would otherwise close a
+/// connection that has not been read from yet. Only connections that arrive after the last
+/// accept are refused, which clients see as a refused connection before sending anything.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -59,13 +67,21 @@ pub async fn serve(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(cfg.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(10));
-    let graceful = GracefulShutdown::new();
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let conns = Connections {
+        builder,
+        app,
+        idle_timeout: cfg.idle_timeout,
+        first_request_wait: cfg.header_read_timeout,
+        pressure: Arc::new(Pressure::default()),
+        stopping: watch::channel(false).0,
+        open,
+    };
     // At most `max_connections` open connections: beyond that, new ones wait in the kernel's
     // listen backlog until a slot frees up (idle and slow clients are timed out below). When
     // every slot is taken, idle connections are closed early (`Pressure`), so that a flood of
     // idle connections cannot lock out new clients until `idle_timeout`.
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let pressure = Arc::new(Pressure::default());
     let relief = (cfg.max_connections / 10).max(1);
     tokio::pin!(stop);
     loop {
@@ -73,7 +89,7 @@ pub async fn serve(
             Ok(slot) => slot,
             Err(TryAcquireError::Closed) => break, // the semaphore is never closed
             Err(TryAcquireError::NoPermits) => {
-                pressure.begin();
+                conns.pressure.begin();
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => match slot {
                         Ok(slot) => slot,
@@ -84,7 +100,7 @@ pub async fn serve(
             }
         };
         if slots.available_permits() >= relief {
-            pressure.end();
+            conns.pressure.end();
         }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -98,10 +114,89 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
+        conns.spawn(stream, peer, Some(slot));
+    }
+    // From here on every connection serves at most one more request, then closes.
+    conns.stopping.send_replace(true);
+    let backlog = drain_backlog(listener, &conns);
+    if backlog > 0 {
+        tracing::info!(
+            connections = backlog,
+            "shutdown: served the connections waiting in the listen backlog"
+        );
+    }
+    // Every connection task holds a sender: `recv` returns `None` once the last one has ended.
+    drop(conns);
+    tokio::select! {
+        _ = all_closed.recv() => Drained::Clean,
+        () = tokio::time::sleep(cfg.shutdown_grace) => Drained::GraceExpired,
+    }
+}
+
+/// Accepts what waits in the listen backlog (non-blocking `accept` until `WouldBlock`, so the
+/// kernel's queue is read directly, not tokio's readiness cache), then closes the listener.
+/// Returns how many connections were taken over.
+fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "shutdown: cannot drain the listen backlog");
+            return 0;
+        }
+    };
+    let mut taken = 0;
+    // Bounded: the backlog holds at most LISTEN_BACKLOG connections, and clients that keep
+    // connecting must not hold shutdown up forever.
+    while taken < 2 * crate::startup::LISTEN_BACKLOG as usize {
+        match listener.accept() {
+            Ok((stream, peer)) => match stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream))
+            {
+                Ok(stream) => {
+                    conns.spawn(stream, peer, None);
+                    taken += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "shutdown: cannot serve a queued connection"),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "shutdown: accept failed while draining the backlog");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    taken
+}
+
+/// What every connection task shares.
+struct Connections {
+    builder: Builder<TokioExecutor>,
+    app: Router,
+    idle_timeout: Duration,
+    /// After shutdown begins, how long a connection that has not started a request yet gets
+    /// to send one before it is closed.
+    first_request_wait: Duration,
+    pressure: Arc<Pressure>,
+    /// `true` once the server shuts down.
+    stopping: watch::Sender<bool>,
+    /// Cloned into every connection task; all clones gone = all connections closed.
+    open: mpsc::Sender<()>,
+}
+
+impl Connections {
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let in_service = requests.clone();
+        let app = self.app.clone();
+        let activity = Arc::new(Activity::default());
+        let in_service = activity.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             let busy = Busy::new(in_service.clone());
@@ -112,23 +207,62 @@ pub async fn serve(
         });
         let io = TokioIo::new(IdleTimeout::new(
             stream,
-            cfg.idle_timeout,
-            pressure.clone(),
-            requests,
+            self.idle_timeout,
+            self.pressure.clone(),
+            activity.clone(),
         ));
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let mut stopping = self.stopping.subscribe();
+        let first_request_wait = self.first_request_wait;
+        let open = self.open.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let mut told = false;
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    () = shutdown_point(&mut stopping, &activity, first_request_wait), if !told => {
+                        // HTTP/1: finish the request in progress, answer `Connection: close`;
+                        // HTTP/2: GOAWAY after the open streams.
+                        conn.as_mut().graceful_shutdown();
+                        told = true;
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, client = %peer, "connection ended with an error");
             }
             drop(slot);
+            drop(open);
         });
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => Drained::Clean,
-        () = tokio::time::sleep(cfg.shutdown_grace) => Drained::GraceExpired,
+}
+
+/// How long, once the server stops, a connection that has sent nothing yet may take to send
+/// its first byte (a client sends its request right after the handshake; an idle connection
+/// a client opened ahead of need is closed after this).
+const SILENT_CONNECTION_WAIT: Duration = Duration::from_millis(500);
+
+/// When a connection should be told to shut down: once the server stops, as soon as it has
+/// started a request; a connection still silent after `SILENT_CONNECTION_WAIT`, or still
+/// without a whole request head after `first_request_wait`, is closed. Telling it earlier
+/// would make hyper close a connection whose request it has not read yet, which the client
+/// sees as a reset.
+async fn shutdown_point(
+    stopping: &mut watch::Receiver<bool>,
+    activity: &Activity,
+    first_request_wait: Duration,
+) {
+    let _ = stopping.wait_for(|s| *s).await;
+    let spoke = activity.wait_until(|a| &a.received);
+    if tokio::time::timeout(SILENT_CONNECTION_WAIT, spoke)
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(first_request_wait, activity.wait_until(|a| &a.started)).await;
     }
 }
 
@@ -163,19 +297,56 @@ impl Pressure {
     }
 }
 
+/// A connection's requests: how many are in progress, whether one has started yet, and
+/// whether the client has sent anything at all.
+#[derive(Default)]
+struct Activity {
+    in_progress: AtomicUsize,
+    started: AtomicBool,
+    received: AtomicBool,
+    changed: Notify,
+}
+
+impl Activity {
+    fn is_idle(&self) -> bool {
+        self.in_progress.load(Ordering::Acquire) == 0
+    }
+
+    /// Sets `flag` (once), waking `wait_until`.
+    fn mark(&self, flag: &AtomicBool) {
+        if !flag.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Resolves once `flag(self)` is set.
+    async fn wait_until(&self, flag: impl Fn(&Activity) -> &AtomicBool) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if flag(self).load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Counts a request in progress on its connection while alive.
-struct Busy(Arc<AtomicUsize>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.in_progress.fetch_add(1, Ordering::AcqRel);
+        activity.mark(&activity.started);
+        Self(activity)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -192,7 +363,7 @@ struct IdleTimeout {
     /// Resolves when pressure starts (registered while the connection waits for bytes).
     pressure_started: Pin<Box<OwnedNotified>>,
     /// Requests being served on this connection.
-    requests: Arc<AtomicUsize>,
+    requests: Arc<Activity>,
 }
 
 impl IdleTimeout {
@@ -200,7 +371,7 @@ impl IdleTimeout {
         inner: TcpStream,
         timeout: Duration,
         pressure: Arc<Pressure>,
-        requests: Arc<AtomicUsize>,
+        requests: Arc<Activity>,
     ) -> Self {
         let pressure_started = Box::pin(pressure.started.clone().notified_owned());
         Self {
@@ -231,7 +402,7 @@ impl IdleTimeout {
         if now >= self.last_activity + self.timeout {
             return true;
         }
-        let idle = self.requests.load(Ordering::Acquire) == 0;
+        let idle = self.requests.is_idle();
         if self.pressure.is_on() && idle {
             let evict_at = self.last_activity + PRESSURE_IDLE;
             if now >= evict_at {
@@ -290,6 +461,7 @@ impl AsyncRead for IdleTimeout {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.touch();
+                    this.requests.mark(&this.requests.received);
                 }
                 Poll::Ready(Ok(()))
             }

@@ -43,8 +43,10 @@ pub struct ListParams {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// Opaque cursor from a previous page's `next_cursor`.
-    #[param(pattern = "^(YzE[A-Za-z0-9_-]{21})?$")]
+    /// Opaque cursor from a previous page's `next_cursor`. It carries the listing's `tag`, `q`
+    /// and `limit`: alone, it continues that listing; `tag` and `q`, if given too, must be the
+    /// cursor's (400 otherwise); `limit` sets this page's size.
+    #[param(pattern = "^(YzE[A-Za-z0-9_-]{21}|YzI6[A-Za-z0-9_-]{24,600})?$")]
     pub cursor: Option<String>,
     /// Only items carrying this tag.
     #[param(pattern = "^[a-z0-9-]{1,32}$")]
@@ -86,28 +88,73 @@ enum Condition {
     Tags(Vec<String>),
 }
 
+/// The OpenAPI `pattern` of `If-Match` and `If-None-Match`: `*` or a list of entity-tags
+/// (RFC 9110 sections 8.8.3 and 13.1.1, with the empty list elements section 5.6.1 asks
+/// recipients to accept), visible ASCII only, spaces as the only whitespace (leading
+/// whitespace never reaches the handler: the HTTP parser strips it). Kept simple so that
+/// fuzzers can generate from it. The server accepts exactly the values that match it (400
+/// otherwise); a proptest holds the parser and the pattern to each other.
+pub const ETAG_CONDITION_PATTERN: &str =
+    r#"^(\*|(, *)*(W/)?"[!#-~]*"( *,( *(W/)?"[!#-~]*")?)*) *$"#;
+
 fn condition(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Condition>, ApiError> {
     let mut values = headers.get_all(&name).iter().peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "invalid {name} header: expected * or entity-tags such as \"3\" or W/\"3\" \
+             (RFC 9110 section 8.8.3)"
+        ))
+    };
     let mut tags = Vec::new();
     for v in values {
-        let s = v
-            .to_str()
-            .map_err(|_| ApiError::BadRequest(format!("invalid {name} header")))?;
-        for tag in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if tag == "*" {
-                return Ok(Some(Condition::Any));
-            }
-            tags.push(tag.to_owned());
+        let s = v.to_str().map_err(|_| invalid())?;
+        match parse_condition(s).ok_or_else(invalid)? {
+            Condition::Any => return Ok(Some(Condition::Any)),
+            Condition::Tags(t) => tags.extend(t),
         }
     }
-    if tags.is_empty() {
-        // An empty list names no entity tag: no condition (as if the header were absent).
-        return Ok(None);
-    }
     Ok(Some(Condition::Tags(tags)))
+}
+
+/// One `If-Match`/`If-None-Match` field line: `*`, or one or more entity-tags separated by
+/// commas (empty elements allowed); `None` when it is anything else.
+fn parse_condition(s: &str) -> Option<Condition> {
+    let ows = ' ';
+    let s = s.trim_end_matches(ows);
+    if s == "*" {
+        return Some(Condition::Any);
+    }
+    let mut tags = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start_matches(ows);
+            continue;
+        }
+        let (weak, quoted) = match rest.strip_prefix("W/") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let body = quoted.strip_prefix('"')?;
+        let end = body.find('"')?;
+        let opaque = &body[..end];
+        if !opaque
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        {
+            return None;
+        }
+        tags.push(format!("{}\"{opaque}\"", if weak { "W/" } else { "" }));
+        // After an entity-tag: the end, or a comma.
+        rest = body[end + 1..].trim_start_matches(ows);
+        if !(rest.is_empty() || rest.starts_with(',')) {
+            return None;
+        }
+    }
+    (!tags.is_empty()).then_some(Condition::Tags(tags))
 }
 
 impl Condition {
@@ -229,68 +276,118 @@ pub async fn create(
 }
 
 /// List items, oldest first, in pages.
+///
+/// `next_cursor` carries the listing it continues (`tag`, `q`, `limit`): pass it alone for the
+/// next page. A request may repeat the cursor's `tag` and `q` but not change them (400); an
+/// explicit `limit` sets the size of this page.
 #[utoipa::path(get, path = "/v1/items", tag = "items",
     params(ListParams),
     responses(
         (status = 200, description = "A page of items", body = ItemPage),
-        (status = 400, description = "Invalid cursor or query", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid cursor or query string, or filters that differ from the cursor's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Parameter out of range", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ItemPage>, ApiError> {
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::new(
+    if let Some(limit) = params.limit
+        && !(1..=100).contains(&limit)
+    {
+        return Err(ApiError::InvalidQuery(vec![FieldError::new(
             "limit",
             "must be between 1 and 100",
         )]));
     }
-    let after = match params.cursor.as_deref() {
-        None | Some("") => Uuid::nil(),
-        Some(c) => {
-            cursor::decode(c).ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?
-        }
-    };
     if let Some(tag) = &params.tag
         && !super::model::is_valid_tag(tag)
     {
-        return Err(ApiError::Validation(vec![FieldError::new(
+        return Err(ApiError::InvalidQuery(vec![FieldError::new(
             "tag",
             "must be 1 to 32 characters of a-z, 0-9 and -",
         )]));
     }
     let q = params.q.filter(|q| !q.is_empty());
-    if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
-        return Err(ApiError::Validation(vec![FieldError::new(
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > cursor::MAX_Q_CHARS)
+    {
+        return Err(ApiError::InvalidQuery(vec![FieldError::new(
             "q",
             "must be at most 100 characters",
         )]));
     }
-    let limit = limit as u32;
+    let cursor = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            Some(cursor::decode(c).ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?)
+        }
+    };
+    let explicit = || cursor::Listing {
+        limit: params.limit.map_or(20, |l| l as u32),
+        tag: params.tag.clone(),
+        q: q.clone(),
+    };
+    let (after, listing) = match cursor {
+        None => (Uuid::nil(), explicit()),
+        // A version 1 cursor did not record its listing: the request's parameters apply.
+        Some(cursor::Cursor {
+            after,
+            listing: None,
+        }) => (after, explicit()),
+        Some(cursor::Cursor {
+            after,
+            listing: Some(mut carried),
+        }) => {
+            let lower = |s: &Option<String>| s.as_deref().map(str::to_lowercase);
+            if params.tag.is_some() && params.tag != carried.tag {
+                return Err(cursor_conflict("tag", &carried.tag, &params.tag));
+            }
+            if q.is_some() && lower(&q) != lower(&carried.q) {
+                return Err(cursor_conflict("q", &carried.q, &q));
+            }
+            if let Some(limit) = params.limit {
+                carried.limit = limit as u32;
+            }
+            (after, carried)
+        }
+    };
+    let limit = listing.limit;
     let mut items = state
         .store
         .list(&ListQuery {
             after,
             limit: limit + 1,
-            tag: params.tag,
-            name_contains: q.map(|q| q.to_lowercase()),
+            tag: listing.tag.clone(),
+            name_contains: listing.q.as_deref().map(str::to_lowercase),
         })
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|i| cursor::encode(i.id))
+        items.last().map(|i| cursor::encode(i.id, &listing))
     } else {
         None
     };
     Ok(Json(ItemPage { items, next_cursor }))
 }
 
+/// 400 for a request whose filter `name` differs from the one its cursor was issued for.
+fn cursor_conflict(name: &str, carried: &Option<String>, asked: &Option<String>) -> ApiError {
+    let show = |v: &Option<String>| match v {
+        Some(v) => format!("{name}={v:?}"),
+        None => format!("no {name}"),
+    };
+    ApiError::BadRequest(format!(
+        "the cursor continues a listing with {} but this request asks for {}: pass the \
+         cursor alone (it keeps its filters), or start a new listing without `cursor`",
+        show(carried),
+        show(asked)
+    ))
+}
+
 /// Get one item; `If-None-Match` with its current ETag gives 304.
 #[utoipa::path(get, path = "/v1/items/{id}", tag = "items",
     params(("id" = String, Path, format = Uuid, description = "Item id"),
-           ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client has")),
+           ("If-None-Match" = Option<String>, Header, pattern = r#"^(\*|(, *)*(W/)?"[!#-~]*"( *,( *(W/)?"[!#-~]*")?)*) *$"#, description = "ETag(s) the client has: `*` or entity-tags such as `\"3\"` (RFC 9110 section 8.8.3)")),
     responses(
         (status = 200, description = "The item", body = Item, headers(("ETag" = String, description = "Entity tag"))),
         (status = 304, description = "Not modified"),
@@ -317,7 +414,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/v1/items/{id}", tag = "items",
     request_body(content = ItemInput, content_type = "application/json"),
     params(("id" = String, Path, format = Uuid, description = "Item id"),
-           ("If-Match" = Option<String>, Header, description = "ETag the change is based on")),
+           ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(, *)*(W/)?"[!#-~]*"( *,( *(W/)?"[!#-~]*")?)*) *$"#, description = "ETag the change is based on: `*` or entity-tags such as `\"3\"` (RFC 9110 section 8.8.3)")),
     responses(
         (status = 200, description = "Replaced", body = Item, headers(("ETag" = String, description = "New entity tag"))),
         (status = 400, description = "Invalid id or JSON", body = Problem, content_type = "application/problem+json"),
@@ -349,7 +446,7 @@ pub async fn replace(
 #[utoipa::path(patch, path = "/v1/items/{id}", tag = "items",
     request_body(content = ItemPatch, content_type = "application/merge-patch+json", description = "Fields to change (RFC 7396)"),
     params(("id" = String, Path, format = Uuid, description = "Item id"),
-           ("If-Match" = Option<String>, Header, description = "ETag the change is based on")),
+           ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(, *)*(W/)?"[!#-~]*"( *,( *(W/)?"[!#-~]*")?)*) *$"#, description = "ETag the change is based on: `*` or entity-tags such as `\"3\"` (RFC 9110 section 8.8.3)")),
     responses(
         (status = 200, description = "Patched", body = Item, headers(("ETag" = String, description = "New entity tag"))),
         (status = 400, description = "Invalid id or JSON", body = Problem, content_type = "application/problem+json"),
@@ -406,7 +503,7 @@ pub fn apply_merge_patch(current: &Item, patch: &serde_json::Value) -> Result<Ne
 /// Delete an item; `If-Match` makes it conditional (412 when stale).
 #[utoipa::path(delete, path = "/v1/items/{id}", tag = "items",
     params(("id" = String, Path, format = Uuid, description = "Item id"),
-           ("If-Match" = Option<String>, Header, description = "ETag the deletion is based on")),
+           ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(, *)*(W/)?"[!#-~]*"( *,( *(W/)?"[!#-~]*")?)*) *$"#, description = "ETag the deletion is based on: `*` or entity-tags such as `\"3\"` (RFC 9110 section 8.8.3)")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
@@ -515,8 +612,76 @@ mod tests {
         ));
     }
 
+    /// The patterns the OpenAPI document declares are the ones the server enforces.
+    #[test]
+    fn documented_patterns_are_the_enforced_ones() {
+        let served = crate::http::docs::openapi(&crate::config::Config::default());
+        let doc = serde_json::to_value(served).unwrap();
+        let mut seen = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap();
+                    let pattern = p["schema"]["pattern"].as_str();
+                    let expected = match name {
+                        "If-Match" | "If-None-Match" => ETAG_CONDITION_PATTERN,
+                        "cursor" => cursor::PATTERN,
+                        _ => continue,
+                    };
+                    assert_eq!(pattern, Some(expected), "{method} {path} {name}");
+                    if p["in"] == "header" {
+                        // Absent or a string, never `null` (which fuzzers would send).
+                        assert_eq!(p["schema"]["type"], "string", "{method} {path} {name}");
+                    }
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(
+            seen, 5,
+            "If-None-Match on GET, If-Match on PUT/PATCH/DELETE, cursor"
+        );
+    }
+
+    #[test]
+    fn conditions_are_entity_tags() {
+        let tags = |s: &str| match parse_condition(s) {
+            Some(Condition::Tags(t)) => Some(t),
+            Some(Condition::Any) => Some(vec!["*".to_owned()]),
+            None => None,
+        };
+        assert_eq!(tags("\"1\""), Some(vec!["\"1\"".to_owned()]));
+        assert_eq!(
+            tags("W/\"1\" ,, \"a,b\" , "),
+            Some(vec!["W/\"1\"".to_owned(), "\"a,b\"".to_owned()])
+        );
+        assert_eq!(tags("*"), Some(vec!["*".to_owned()]));
+        for bad in [
+            "null",
+            "1",
+            "",
+            ",",
+            "\"1",
+            "\"1\" \"2\"",
+            "w/\"1\"",
+            "* , \"1\"",
+            "\"a b\"",
+            " \"1\"",
+            "\"1\"\t,\"2\"",
+        ] {
+            assert_eq!(tags(bad), None, "{bad:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The parser accepts exactly the values the documented pattern matches.
+        #[test]
+        fn condition_parser_agrees_with_the_pattern(s in "[ \t,*W/\"a1#!~ ]{0,16}|\\PC{0,8}") {
+            let re = regex::Regex::new(ETAG_CONDITION_PATTERN).unwrap();
+            prop_assert_eq!(parse_condition(&s).is_some(), re.is_match(&s), "{:?}", s);
+        }
 
         /// Any patch document yields a valid item or a client error (never a panic, never a 5xx,
         /// never an invalid item).

@@ -44,6 +44,8 @@ macro_rules! on_both_backends {
 /// A running instance and an HTTP client for it.
 pub struct TestApp {
     pub base: String,
+    /// The `http.metrics_listen` listener's base URL, when configured.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
@@ -118,6 +120,7 @@ impl TestApp {
     ) -> TestApp {
         let app = Application::with_store(config, store).await.expect("bind");
         let base = format!("http://{}", app.addr());
+        let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let state = app.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(app.run(async {
@@ -125,6 +128,7 @@ impl TestApp {
         }));
         TestApp {
             base,
+            metrics_base,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
