@@ -5,6 +5,16 @@ mod common;
 use common::{Backend, TestApp, assert_problem, item};
 use serde_json::{Value, json};
 
+/// The `name` of every item on a list page, in order.
+fn names(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 on_both_backends!(
     create_returns_201_with_location_etag_and_server_fields,
     prices_round_trip_exactly,
@@ -345,25 +355,17 @@ async fn list_filters_by_tag_and_name(b: Backend) {
             .await;
         assert_eq!(r.status(), 201);
     }
-    let names = |v: Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert_eq!(
-        names(app.get("/v1/items?tag=red").await.json().await.unwrap()),
+        names(&app.get("/v1/items?tag=red").await.json().await.unwrap()),
         ["Red Mug", "Red Pen"]
     );
     assert_eq!(
-        names(app.get("/v1/items?q=MUG").await.json().await.unwrap()),
+        names(&app.get("/v1/items?q=MUG").await.json().await.unwrap()),
         ["Red Mug", "Blue mug"]
     );
     assert_eq!(
         names(
-            app.get("/v1/items?q=mug&tag=red")
+            &app.get("/v1/items?q=mug&tag=red")
                 .await
                 .json()
                 .await
@@ -372,7 +374,7 @@ async fn list_filters_by_tag_and_name(b: Backend) {
         ["Red Mug"]
     );
     assert_eq!(
-        names(app.get("/v1/items?q=%25").await.json().await.unwrap()),
+        names(&app.get("/v1/items?q=%25").await.json().await.unwrap()),
         Vec::<String>::new(),
         "% is literal"
     );
@@ -389,7 +391,7 @@ async fn list_filters_by_tag_and_name(b: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(names(page2), ["Blue mug"]);
+    assert_eq!(names(&page2), ["Blue mug"]);
 }
 
 /// A cursor carries its listing: alone, it continues the filtered listing (README's
@@ -411,14 +413,6 @@ async fn cursor_keeps_the_filters_it_was_issued_for(b: Backend) {
             kitchen_cups.push(name);
         }
     }
-    let names = |v: &Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     // Follow next_cursor alone, as README shows: every page keeps tag, q and limit.
     let mut page: Value = app
         .get("/v1/items?tag=kitchen&q=CUP&limit=1")
