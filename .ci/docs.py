@@ -73,7 +73,8 @@ SHARED = Path(os.environ.get("SHIPSHAPE_SHARED_DIR") or REPO.parent / "shared")
 LANGS = {"sh", "bash", "shell", "console"}
 # Programs that may appear in a command that runs here.
 LIVE = {"curl", "export", "head", "base64", "echo", "printf", "sleep", "jq", "kill", "wait",
-        "true", "cargo", "shipshape", "openssl", "cat", "grep", "tr", "python3", "unset"}
+        "true", "cargo", "shipshape", "openssl", "cat", "grep", "tr", "python3", "unset",
+        "umask"}
 # Known tools this machine does not have (checked statically, never run).
 ABSENT = {"docker", "podman", "minikube", "kustomize", "nix", "cachix", "trivy", "cosign",
           "gh", "helm", "kind"}
@@ -600,18 +601,39 @@ class Static:
         if sub in ("run", "build", "develop", "shell", "path-info", "eval", "log"):
             rest = args[1:]
             inner = None
-            if sub == "develop" and ("-c" in rest or "--command" in rest):
+            if sub in ("develop", "shell") and ("-c" in rest or "--command" in rest):
                 k = rest.index("-c") if "-c" in rest else rest.index("--command")
                 inner, rest = rest[k + 1:], rest[:k]
             after = None
             if "--" in rest:
                 k = rest.index("--")
                 after, rest = rest[k + 1:], rest[:k]
-            insts = [a for a in rest if not a.startswith("-")] or [None]
-            notes = [f"flake output {check_installable(sub, i, self.outputs)}" for i in insts]
+            notes = []
+            if "--inputs-from" in rest:
+                # `--inputs-from . nixpkgs#X`: X from this flake's locked input of that name.
+                k = rest.index("--inputs-from")
+                if rest[k + 1:k + 2] != ["."]:
+                    raise Fail("--inputs-from: only this flake (`.`) can be checked")
+                rest = rest[:k] + rest[k + 2:]
+                for i in [a for a in rest if "#" in a and not a.startswith((".", "#"))]:
+                    inp = i.split("#", 1)[0]
+                    if not re.search(r"\b" + re.escape(inp) + r"(\.url)?\s*=",
+                                     (REPO / "flake.nix").read_text()):
+                        raise Fail(f"{i}: flake.nix has no input {inp}")
+                    notes.append(f"{i}: {inp} is an input of this flake (the package is not "
+                                 "checked here)")
+                    rest.remove(i)
+            insts = [a for a in rest if not a.startswith("-")] or ([None] if not notes else [])
+            notes += [f"flake output {check_installable(sub, i, self.outputs)}" for i in insts]
             if sub == "run" and after is not None:
                 notes.append(f"shipshape {self.cli.check(after)} and its flags exist")
-            if inner:
+            if inner and sub == "shell":
+                # The command comes from the packages the shell adds: it must be one of them.
+                pkgs = {i.split("#", 1)[1].split(".")[-1] for i in args[1:] if "#" in i}
+                if inner[0] not in pkgs:
+                    raise Fail(f"nix shell --command {inner[0]}: not a package it adds ({sorted(pkgs)})")
+                notes.append(f"{inner[0]} comes from the shell's packages")
+            elif inner:
                 notes += check_simple(" ".join(shell_quote(w) for w in inner), cwd)
             return notes
         raise Fail(f"nix {sub}: not checked (unknown nix command)")
@@ -631,7 +653,10 @@ class Static:
         image, rest = args[i], args[i + 1:]
         if not image.startswith("shipshape"):
             return [f"{prog} run {image}: not our image"]
-        return [f"{prog} run {image}: shipshape {self.cli.check(rest)} and its flags exist"]
+        # Arguments after the image follow the image's Entrypoint (`/bin/shipshape serve`).
+        entry = json.loads((REPO / "nix/image-contract.json").read_text())["config"]["Entrypoint"]
+        sub = self.cli.check(entry[1:] + rest)
+        return [f"{prog} run {image}: Entrypoint {' '.join(entry)}; shipshape {sub} and its flags exist"]
 
     def script(self, prog, args, cwd):
         p = (cwd / prog).resolve()
@@ -1008,10 +1033,16 @@ class Checker:
             self.report("FAIL", f"{rel}:{b.line}", "(block)", str(e))
             return
         ci = 0
+        forwarded = False  # a `kubectl port-forward` earlier in the block: curls go to a cluster
         for line, cmd in cmds:
             where = f"{rel}:{line}"
             try:
                 kind, serve = self.classify(cmd)
+                progs = [program(words(s))[0] for s in split_simple(cmd)[0]]
+                if kind == "static" and "kubectl" in progs and "port-forward" in cmd:
+                    forwarded = True
+                elif kind == "live" and forwarded and "curl" in progs:
+                    kind = "static"
                 if kind == "static":
                     notes = []
                     for s in split_simple(cmd)[0]:
