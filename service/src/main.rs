@@ -122,8 +122,9 @@ fn ephemeral_key(config: &mut Config) -> Result<(), ExitCode> {
         scopes.join(" "),
         humantime::format_duration(EPHEMERAL_TOKEN_TTL),
     );
+    let valid_for_s = EPHEMERAL_TOKEN_TTL.as_secs();
     tracing::warn!(
-        token_ttl_s = EPHEMERAL_TOKEN_TTL.as_secs(),
+        valid_for_s,
         "auth.ephemeral_key: authenticating with a random key made for this process only; \
          its token was printed to stderr; tokens stop working when the process exits"
     );
