@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shipshape::{
+    auth,
     cli::{Cli, Command},
-    config::{Config, Purpose, Sources},
-    db, healthcheck, startup, telemetry,
+    config::{Config, Purpose, Sources, keys},
+    healthcheck, items, metrics, startup, telemetry,
 };
 
 /// Exit code for configuration errors (as documented for operators and probes).
@@ -49,9 +50,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             run_async(async move {
-                let store = db::connect(&config.database).await?;
-                tracing::info!(backend = store.backend(), "migrations applied");
-                store.close().await;
+                let acquire_wait = metrics::Metrics::new().acquire_wait();
+                let storage = items::store::connect(&config.database, acquire_wait).await?;
+                tracing::info!(backend = storage.pool.backend().name(), "migrations applied");
+                storage.items.close().await;
                 Ok(())
             })
         }
@@ -64,7 +66,7 @@ fn main() -> ExitCode {
             {
                 return code;
             }
-            let code = run_async(serve(config));
+            let code = run_async(serve(config, telemetry.policy()));
             telemetry.shutdown();
             code
         }
@@ -94,21 +96,19 @@ const EPHEMERAL_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// `--ephemeral-key`: installs a fresh random HS256 key for this process and prints one token
 /// for it to stderr (never to the log: the log only says that an ephemeral key is in use).
 fn ephemeral_key(config: &mut Config) -> Result<(), ExitCode> {
-    let secret = shipshape::auth::keys::ephemeral_secret().map_err(|e| {
+    let secret = keys::ephemeral_secret().map_err(|e| {
         eprintln!("shipshape: auth.ephemeral_key: cannot read the OS random number generator: {e}");
         ExitCode::FAILURE
     })?;
-    config.auth.hs256_secret = secret;
-    let scopes = [
-        shipshape::auth::middleware::SCOPE_READ.to_owned(),
-        shipshape::auth::middleware::SCOPE_WRITE.to_owned(),
-    ];
-    let token =
-        shipshape::auth::keys::mint_hs256(&config.auth, "local", &scopes, EPHEMERAL_TOKEN_TTL)
-            .map_err(|e| {
-                eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key());
-                ExitCode::FAILURE
-            })?;
+    let scopes = [auth::SCOPE_READ.to_owned(), auth::SCOPE_WRITE.to_owned()];
+    let token = config
+        .auth
+        .use_hs256_secret(secret)
+        .and_then(|()| auth::mint_hs256(&config.auth, "local", &scopes, EPHEMERAL_TOKEN_TTL))
+        .map_err(|e| {
+            eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key);
+            ExitCode::FAILURE
+        })?;
     let port = config.http.listen.port();
     let rule = "=".repeat(78);
     eprintln!(
@@ -143,19 +143,19 @@ fn token(config: &Config, sub: &str, scopes: &[String], ttl: std::time::Duration
         eprintln!("shipshape: token needs a non-empty --sub and a --ttl greater than 0");
         return ExitCode::from(EXIT_CONFIG);
     }
-    match shipshape::auth::keys::mint_hs256(&config.auth, sub, &scopes, ttl) {
+    match auth::mint_hs256(&config.auth, sub, &scopes, ttl) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key());
+            eprintln!("shipshape: cannot mint a token: key `{}`: {e}", e.key);
             ExitCode::from(EXIT_CONFIG)
         }
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, trace: telemetry::TracePolicy) -> anyhow::Result<()> {
     tracing::info!(
         version = shipshape::VERSION,
         revision = shipshape::GIT_REVISION,
@@ -163,11 +163,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config = %config.redacted_toml().replace('\n', " "),
         "starting"
     );
-    let app = startup::Application::build(config).await?;
+    let app = startup::Application::build(config, trace).await?;
     tracing::info!(
         addr = %app.addr(),
         metrics_addr = ?app.metrics_addr(),
-        backend = app.state().store.backend(),
+        backend = app.state().pool.backend().name(),
         "ready to serve"
     );
     app.run(startup::shutdown_signal()).await

@@ -14,7 +14,13 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::items::store::PoolStats;
+/// Connection-pool figures, taken at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
 
 /// Labels of the per-request series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,7 +61,7 @@ const SIZE_BUCKETS: [f64; 9] = [
 ];
 
 /// Histogram bucket bounds for waiting on a pooled database connection: 10 us to 5 s.
-pub const ACQUIRE_BUCKETS: [f64; 12] = [
+const ACQUIRE_BUCKETS: [f64; 12] = [
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
@@ -106,11 +112,13 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pool: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     pool_max: Gauge,
+    acquire_wait: Histogram,
 }
 
 impl Metrics {
-    /// Registers every metric; `acquire_wait` is the store's connection-acquire histogram.
-    pub fn new(acquire_wait: Histogram) -> Self {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let acquire_wait = Histogram::new(ACQUIRE_BUCKETS.iter().copied());
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -146,7 +154,7 @@ impl Metrics {
             "shipshape_db_pool_acquire_duration",
             "Time spent waiting for a pooled database connection",
             Unit::Seconds,
-            acquire_wait,
+            acquire_wait.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
         let in_flight = Gauge::default();
@@ -192,10 +200,15 @@ impl Metrics {
             rejected,
             pool,
             pool_max,
+            acquire_wait,
         }
     }
 
-    /// Counts a request the service rejected itself.
+    /// The histogram the store records its waits for a pooled connection in.
+    pub fn acquire_wait(&self) -> Histogram {
+        self.acquire_wait.clone()
+    }
+
     /// Counts a request as in flight until the guard is dropped, also when the request future is
     /// dropped half-way (the client went away).
     pub fn in_flight_guard(&self) -> InFlight<'_> {
@@ -223,6 +236,7 @@ impl Metrics {
             .observe(response_size as f64);
     }
 
+    /// Counts a request the service rejected itself.
     pub fn reject(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
@@ -255,7 +269,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(Histogram::new(ACQUIRE_BUCKETS.iter().copied()))
+        Self::new()
     }
 }
 
@@ -353,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_dropped_request_leaves_the_in_flight_gauge() {
-        let metrics = Metrics::new(Histogram::new(ACQUIRE_BUCKETS.iter().copied()));
+        let metrics = Metrics::new();
         let served = metrics.in_flight_guard();
         let cancelled = metrics.in_flight_guard();
         assert_eq!(metrics.in_flight.get(), 2);

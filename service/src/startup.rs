@@ -8,10 +8,13 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     config::Config,
-    db,
-    http::{self, AppState, server::Drained},
-    items::store::{ItemStore, now_micros},
+    http::{
+        self, AppState,
+        server::{Drained, bind},
+    },
+    items::store::{self, SharedStore, Storage, now_micros},
     metrics::Metrics,
+    telemetry::{TracePolicy, error_chain},
 };
 
 /// How long idempotency keys are remembered.
@@ -20,19 +23,27 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// A bound, connected, not yet serving instance.
 pub struct Application {
     state: AppState,
+    config: Config,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
-    /// Connects to the configured database (applying migrations) and binds the listeners.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = db::connect(&config.database).await?;
-        Self::with_store(config, store).await
+    /// Connects to the configured database (applying migrations) and binds the listeners;
+    /// requests are traced as `trace` says (`Telemetry::policy`).
+    pub async fn build(config: Config, trace: TracePolicy) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let storage = store::connect(&config.database, metrics.acquire_wait()).await?;
+        Self::with_storage(config, storage, metrics, trace)
     }
 
-    /// Binds the listeners for an already connected store.
-    pub async fn with_store(config: Config, store: Arc<dyn ItemStore>) -> anyhow::Result<Self> {
+    /// Binds the listeners for already connected storage.
+    pub fn with_storage(
+        config: Config,
+        storage: Storage,
+        metrics: Arc<Metrics>,
+        trace: TracePolicy,
+    ) -> anyhow::Result<Self> {
         let listener = bind(config.http.listen)
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let metrics_listener = match config.http.metrics_listen {
@@ -41,13 +52,10 @@ impl Application {
             }
             None => None,
         };
-        let state = AppState::new(
-            store.clone(),
-            Arc::new(Metrics::new(store.acquire_wait())),
-            Arc::new(config),
-        );
+        let state = AppState::new(storage, metrics, &config, trace);
         Ok(Self {
             state,
+            config,
             listener,
             metrics_listener,
         })
@@ -57,7 +65,7 @@ impl Application {
     pub fn addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.state.config.http.listen)
+            .unwrap_or(self.config.http.listen)
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -74,10 +82,11 @@ impl Application {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Application {
             state,
+            config,
             listener,
             metrics_listener,
         } = self;
-        let http_cfg = state.config.http.clone();
+        let http_cfg = config.http.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -85,7 +94,7 @@ impl Application {
 
         let api = tokio::spawn({
             let (app, cfg, stop) = (
-                http::router(state.clone()),
+                http::router(state.clone(), &config),
                 http_cfg.clone(),
                 stopped(stop_rx.clone()),
             );
@@ -93,7 +102,7 @@ impl Application {
         });
         let metrics = metrics_listener.map(|l| {
             let (app, cfg, stop) = (
-                http::metrics_router(state.clone()),
+                http::metrics_router(state.clone(), &config),
                 http_cfg.clone(),
                 stopped(stop_rx.clone()),
             );
@@ -138,26 +147,8 @@ impl Application {
     }
 }
 
-/// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
-/// `TcpListener::bind` asks for 128, which a burst of new connections (a load balancer failing
-/// over, clients reconnecting after a restart, `http.max_connections` reached) overflows: the
-/// kernel then drops SYNs and those clients wait out 1 s, 3 s, 7 s... retransmissions.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a listening socket like `TcpListener::bind`, with a deeper accept backlog.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    // As std and mio do on Unix: a restarted server can bind while old connections linger.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Forgets expired idempotency keys every 10 minutes.
-async fn purge_idempotency_keys(store: Arc<dyn ItemStore>) {
+async fn purge_idempotency_keys(store: SharedStore) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
@@ -166,7 +157,7 @@ async fn purge_idempotency_keys(store: Arc<dyn ItemStore>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired idempotency keys removed"),
             Err(e) => {
-                tracing::warn!(error = %crate::error::error_chain(&e), "purging idempotency keys failed")
+                tracing::warn!(error = %error_chain(&e), "purging idempotency keys failed")
             }
         }
     }

@@ -1,6 +1,8 @@
-//! Bearer-token (JWT) authentication: key loading and verification, and the request guard.
+//! Who may do what: bearer-token (JWT) verification against the configured keys, and the
+//! scopes each operation needs. No HTTP framework here: `http::guard` applies it to requests.
 
-pub mod keys;
-pub mod middleware;
+mod scope;
+mod token;
 
-pub use keys::{AuthError, Principal, Verifier};
+pub use scope::{SCOPE_READ, SCOPE_WRITE, required_scope};
+pub use token::{AuthError, MAX_TOKEN_BYTES, Principal, Verifier, mint_hs256};

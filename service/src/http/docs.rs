@@ -5,12 +5,14 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::AppState;
-use crate::{
-    auth::middleware::{SCOPE_READ, SCOPE_WRITE},
-    config::Config,
+use super::{
     error::{self, PROBLEM_JSON},
-    http::probes,
-    items,
+    hardening, items, probes,
+};
+use crate::{
+    auth::{SCOPE_READ, SCOPE_WRITE},
+    config::Config,
+    items::model,
 };
 
 #[derive(OpenApi)]
@@ -21,23 +23,23 @@ use crate::{
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        items::api::create,
-        items::api::list,
-        items::api::get,
-        items::api::replace,
-        items::api::patch,
-        items::api::delete,
+        items::create,
+        items::list,
+        items::get,
+        items::replace,
+        items::patch,
+        items::delete,
         probes::healthz,
         probes::readyz,
         probes::metrics,
     ),
     components(schemas(
-        items::model::Item,
-        items::model::ItemInput,
-        items::model::ItemPatch,
-        items::api::ItemPage,
+        model::Item,
+        model::ItemInput,
+        model::ItemPatch,
+        items::ItemPage,
         error::Problem,
-        error::FieldError,
+        model::FieldError,
         probes::ProbeStatus,
     )),
     tags(
@@ -49,7 +51,25 @@ pub struct ApiDoc;
 
 /// `/openapi.json` and the Swagger UI at `/docs` (assets compiled into the binary).
 pub fn routes(config: &Config) -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", openapi(config)))
+    // Serialised once: the document is fixed for the life of the process.
+    let document = bytes::Bytes::from(serde_json::to_vec(&openapi(config)).unwrap_or_default());
+    let ui = Router::new()
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .layer(hardening::docs_csp());
+    Router::new()
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document,
+                    )
+                }
+            }),
+        )
+        .merge(ui)
 }
 
 /// Name of the bearer security scheme in the document.

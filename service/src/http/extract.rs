@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{
-        FromRequest, FromRequestParts, Path, Query, Request,
+        FromRef, FromRequest, FromRequestParts, Path, Query, Request,
         rejection::{BytesRejection, FailedToBufferBody},
     },
     http::{header, request::Parts},
@@ -11,19 +11,24 @@ use axum::{
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::AppState;
-use crate::error::{ApiError, FieldError};
+use super::{BodyLimit, error::ApiError};
+use crate::items::model::FieldError;
 
 /// A JSON request body (`application/json` or any `application/*+json`), parsed strictly:
 /// syntax errors are 400, type and shape errors 422 naming the field, oversized bodies 413.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    BodyLimit: FromRef<S>,
+    T: DeserializeOwned,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         require_json(req.headers())?;
-        let limit = state.config.http.body_limit;
+        let BodyLimit(limit) = BodyLimit::from_ref(state);
         let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
             BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
                 ApiError::PayloadTooLarge(limit)

@@ -4,14 +4,17 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Request, State},
-    http::{HeaderName, HeaderValue, Method, header},
-    middleware::Next,
-    response::Response,
+    Router,
+    body::Body,
+    http::{HeaderName, HeaderValue, Method, Response, header},
 };
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+};
 
-use super::{AppState, middleware::TRACEPARENT, middleware::X_REQUEST_ID};
+use super::observe::{TRACEPARENT, X_REQUEST_ID};
+use crate::config::Origin;
 
 /// The API returns JSON only: nothing may load, run or frame it.
 pub const API_CSP: &str =
@@ -24,79 +27,65 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 /// One year, subdomains included (sent only with `security.hsts = true`).
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
-/// Outermost layer: sets the hardening headers on whatever response the stack produced.
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let docs = is_docs(req.uri().path());
-    let mut response = next.run(req).await;
-    let h = response.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(if docs { DOCS_CSP } else { API_CSP }),
-    );
-    if !docs {
+/// Outermost layers (tower-http's set-header): the hardening headers on whatever response the
+/// stack produced. The API's CSP and `Cache-Control: no-store` apply unless the docs routes set
+/// their own CSP ([`docs_csp`]); HSTS only with `security.hsts`.
+pub fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>, hsts: bool) -> Router<S> {
+    let router = router
         // API answers are per-client and change: never store them in shared or private caches
-        // (ETag revalidation still works through If-None-Match).
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    if state.config.security.hsts {
-        h.insert(
+        // (ETag revalidation still works through If-None-Match). Docs assets may be cached.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            |r: &Response<Body>| {
+                let docs = r.headers().get(header::CONTENT_SECURITY_POLICY)
+                    == Some(&HeaderValue::from_static(DOCS_CSP));
+                (!docs).then_some(HeaderValue::from_static("no-store"))
+            },
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_CSP),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ));
+    if hsts {
+        router.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static(HSTS),
-        );
+        ))
+    } else {
+        router
     }
-    h.remove(header::SERVER);
-    h.remove(HeaderName::from_static("x-powered-by"));
-    response
 }
 
-fn is_docs(path: &str) -> bool {
-    path == "/docs" || path.starts_with("/docs/")
-}
-
-/// Parses `security.cors_origins` into header values (`scheme://host[:port]`, no wildcard).
-pub fn parse_origins(origins: &[String]) -> Result<Vec<HeaderValue>, String> {
-    origins
-        .iter()
-        .map(|o| {
-            if o.contains('*') {
-                return Err(format!(
-                    "{o:?}: wildcards are not allowed, list each origin"
-                ));
-            }
-            let url = url::Url::parse(o).map_err(|_| format!("{o:?} is not an origin URL"))?;
-            let origin = url.origin();
-            if !origin.is_tuple() || !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("{o:?} is not an http(s) origin"));
-            }
-            let text = origin.ascii_serialization();
-            if text != o.trim_end_matches('/') {
-                return Err(format!(
-                    "{o:?} must be just scheme://host[:port], e.g. {text:?}"
-                ));
-            }
-            HeaderValue::from_str(&text).map_err(|_| format!("{o:?} is not a valid origin"))
-        })
-        .collect()
+/// The docs routes' own CSP (Swagger UI's scripts and styles), set on their responses.
+pub fn docs_csp() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    )
 }
 
 /// The CORS layer for the configured origins; `None` (CORS off) when there are none.
-pub fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    let origins = parse_origins(origins).ok()?;
+pub fn cors_layer(origins: &[Origin]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
     Some(
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
+            .allow_origin(AllowOrigin::list(
+                origins.iter().map(|o| o.header_value().clone()),
+            ))
             .allow_methods([
                 Method::GET,
                 Method::HEAD,
@@ -132,18 +121,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_must_be_exact() {
-        assert!(parse_origins(&["https://app.example.com".into()]).is_ok());
-        assert!(parse_origins(&["http://localhost:3000".into()]).is_ok());
-        for bad in [
-            "*",
-            "https://app.example.com/path",
-            "app.example.com",
-            "file:///x",
-            "https://*.example.com",
-        ] {
-            assert!(parse_origins(&[bad.into()]).is_err(), "{bad}");
-        }
+    fn cors_is_off_without_origins() {
         assert!(cors_layer(&[]).is_none());
+        assert!(cors_layer(&["https://app.example.com".parse().unwrap()]).is_some());
     }
 }

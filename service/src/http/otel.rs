@@ -12,7 +12,7 @@ use tracing::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::trace::{TraceContext, TraceParent};
+use crate::telemetry::trace::{TraceContext, TraceParent};
 
 /// Makes `span` the OpenTelemetry server span of this request and returns its ids.
 pub fn start_server_span(

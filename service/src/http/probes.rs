@@ -56,7 +56,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return not_ready("draining", "shutting down".into());
     }
-    let timeout = state.config.database.ready_timeout;
+    let timeout = state.ready_timeout;
     match tokio::time::timeout(timeout, state.store.ping()).await {
         Ok(Ok(())) => Json(ProbeStatus {
             status: "ready",
@@ -64,7 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })
         .into_response(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::error::error_chain(&e), "readiness: database check failed");
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "readiness: database check failed");
             not_ready("unavailable", "database check failed".into())
         }
         Err(_) => not_ready(
@@ -95,6 +95,6 @@ fn not_ready(status: &'static str, reason: String) -> Response {
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = state.metrics.render(state.store.pool_stats(), format);
+    let body = state.metrics.render(state.pool.stats(), format);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }

@@ -30,6 +30,24 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 
+/// Pending connections the kernel queues for `accept` (capped by `net.core.somaxconn`).
+/// `TcpListener::bind` asks for 128, which a burst of new connections (a load balancer failing
+/// over, clients reconnecting after a restart, `http.max_connections` reached) overflows: the
+/// kernel then drops SYNs and those clients wait out 1 s, 3 s, 7 s... retransmissions.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket like `TcpListener::bind`, with a deeper accept backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and mio do on Unix: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How a server loop ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drained {
@@ -147,7 +165,7 @@ fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
     let mut taken = 0;
     // Bounded: the backlog holds at most LISTEN_BACKLOG connections, and clients that keep
     // connecting must not hold shutdown up forever.
-    while taken < 2 * crate::startup::LISTEN_BACKLOG as usize {
+    while taken < 2 * LISTEN_BACKLOG as usize {
         match listener.accept() {
             Ok((stream, peer)) => match stream
                 .set_nonblocking(true)

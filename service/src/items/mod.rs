@@ -1,6 +1,5 @@
-//! The items resource: model and validation, HTTP handlers, storage backends.
+//! The items resource below HTTP: the domain (`model`, `cursor`) and its storage (`store`).
 
-pub mod api;
 pub mod cursor;
 pub mod model;
 pub mod store;

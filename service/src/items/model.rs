@@ -1,4 +1,5 @@
-//! Item types, input normalisation and validation, and the exact price representation.
+//! The domain: item types, the validation rules (each written once, with its OpenAPI schema),
+//! `FieldError`, and the exact price representation. Knows nothing of HTTP or storage.
 
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -6,7 +7,23 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
-use crate::error::FieldError;
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `name` or `tags[2]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Largest accepted price (in currency units).
 pub const MAX_PRICE_CENTS: i64 = 100_000_000_000; // 1e9 units
@@ -115,16 +132,11 @@ impl Item {
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     /// Trimmed; 1 to 100 characters, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        example = "Espresso cup",
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(schema_with = name_schema)]
     #[validate(
         length(
             min = 1,
-            max = 100,
+            max = MAX_NAME_CHARS,
             message = "must be 1 to 100 characters after trimming"
         ),
         custom(function = "no_control_chars")
@@ -132,12 +144,9 @@ pub struct ItemInput {
     pub name: String,
     /// Optional; up to 1000 characters.
     #[serde(default)]
-    #[schema(
-        max_length = 1000,
-        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
-    )]
+    #[schema(schema_with = description_schema)]
     #[validate(
-        length(max = 1000, message = "must be at most 1000 characters"),
+        length(max = MAX_DESCRIPTION_CHARS, message = "must be at most 1000 characters"),
         custom(function = "text_chars")
     )]
     pub description: Option<String>,
@@ -187,18 +196,65 @@ fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     d.deserialize_any(Integral)
 }
 
-/// The `tags` schema: up to 10 unique tags of `[a-z0-9-]{1,32}`.
-fn tags_schema() -> utoipa::openapi::schema::Array {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(TAG_PATTERN)),
-        )
+/// The `name` schema: 1 to 100 characters of [`NAME_PATTERN`].
+fn name_schema() -> utoipa::openapi::schema::Object {
+    name_schema_builder()
+        .examples([serde_json::json!("Espresso cup")])
+        .build()
+}
+
+fn name_schema_builder() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME_CHARS as usize))
+        .pattern(Some(NAME_PATTERN))
+}
+
+/// The `description` schema: up to 1000 characters of [`DESCRIPTION_PATTERN`] (or null when
+/// `nullable`, as a merge patch clears it).
+fn description_schema_builder(nullable: bool) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let kind = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::from(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
+        .max_length(Some(MAX_DESCRIPTION_CHARS as usize))
+        .pattern(Some(DESCRIPTION_PATTERN))
+}
+
+fn description_schema() -> utoipa::openapi::schema::Object {
+    description_schema_builder(false).build()
+}
+
+/// One tag: [`TAG_PATTERN`] (also the `tag` query parameter's schema).
+pub fn tag_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(TAG_PATTERN))
+        .build()
+}
+
+/// The `tags` schema: up to 10 unique tags (or null when `nullable`).
+fn tags_schema_builder(nullable: bool) -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    let builder = ArrayBuilder::new();
+    let builder = if nullable {
+        builder.schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+    } else {
+        builder
+    };
+    builder
+        .items(tag_schema())
         .max_items(Some(MAX_TAGS))
         .unique_items(true)
-        .build()
+}
+
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    tags_schema_builder(false).build()
 }
 
 /// The body of `PATCH /v1/items/{id}` as documented: a JSON merge patch (RFC 7396) naming only
@@ -208,34 +264,14 @@ pub struct ItemPatch;
 
 impl utoipa::PartialSchema for ItemPatch {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            AdditionalProperties, ArrayBuilder, ObjectBuilder, SchemaType, Type,
-        };
-        let string = |nullable: bool| {
-            if nullable {
-                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-            } else {
-                ObjectBuilder::new().schema_type(Type::String)
-            }
-        };
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(
                 "Fields to change (RFC 7396 merge patch); null clears description or tags",
             ))
-            .property(
-                "name",
-                string(false)
-                    .min_length(Some(1))
-                    .max_length(Some(100))
-                    .pattern(Some(NAME_PATTERN)),
-            )
-            .property(
-                "description",
-                string(true)
-                    .max_length(Some(1000))
-                    .pattern(Some(DESCRIPTION_PATTERN)),
-            )
+            .property("name", name_schema_builder())
+            .property("description", description_schema_builder(true))
             .property(
                 "price",
                 ObjectBuilder::new()
@@ -251,18 +287,7 @@ impl utoipa::PartialSchema for ItemPatch {
                     .minimum(Some(0))
                     .maximum(Some(MAX_QUANTITY as f64)),
             )
-            .property(
-                "tags",
-                ArrayBuilder::new()
-                    .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-                    .items(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .pattern(Some(TAG_PATTERN)),
-                    )
-                    .max_items(Some(MAX_TAGS))
-                    .unique_items(true),
-            )
+            .property("tags", tags_schema_builder(true))
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .into()
     }
@@ -279,8 +304,12 @@ pub const NAME_PATTERN: &str =
     "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
 /// A description: no control characters except tab, newline and carriage return.
 pub const DESCRIPTION_PATTERN: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
-/// A tag.
+/// A tag: the rule [`is_valid_tag`] checks, as a pattern (a unit test holds them together).
 pub const TAG_PATTERN: &str = "^[a-z0-9-]{1,32}$";
+/// Longest name, in characters (after trimming).
+pub const MAX_NAME_CHARS: u64 = 100;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: u64 = 1000;
 
 /// Validated, normalised item fields, ready to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,9 +372,7 @@ fn valid_tags(tags: &[String]) -> Result<(), ValidationError> {
     }
     for (i, tag) in tags.iter().enumerate() {
         if !is_valid_tag(tag) {
-            return Err(err(&format!(
-                "tag {i} must be 1 to 32 characters of a-z, 0-9 and -"
-            )));
+            return Err(err(&format!("tag {i} must be {TAG_RULE}")));
         }
         if tags[..i].contains(tag) {
             return Err(err(&format!("tag {i} ({tag:?}) is a duplicate")));
@@ -353,6 +380,9 @@ fn valid_tags(tags: &[String]) -> Result<(), ValidationError> {
     }
     Ok(())
 }
+
+/// The tag rule in words, for error messages.
+pub const TAG_RULE: &str = "1 to 32 characters of a-z, 0-9 and -";
 
 /// Whether `tag` is 1 to 32 characters of `[a-z0-9-]`.
 pub fn is_valid_tag(tag: &str) -> bool {

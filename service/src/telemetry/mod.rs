@@ -4,9 +4,8 @@
 pub mod context;
 mod filter;
 mod json;
+pub mod trace;
 mod writer;
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -19,51 +18,90 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 
-/// Whether spans are exported (the request path then takes trace ids from OpenTelemetry).
-static EXPORTING: AtomicBool = AtomicBool::new(false);
-
-/// True when an OpenTelemetry exporter is installed.
-pub fn exporting() -> bool {
-    EXPORTING.load(Ordering::Relaxed)
+/// How requests are traced, decided once by [`init`] and handed to the HTTP layer that observes
+/// requests (`http::observe`): whether spans are exported, whether the log format shows request
+/// spans, and the head-sampling share of new traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracePolicy {
+    exporting: bool,
+    log_spans: bool,
+    /// A random draw below this samples a new trace (`u64::MAX` = every trace).
+    sample_threshold: u64,
 }
 
-/// Whether the log format shows request spans (the human one does; JSON lines take the request
-/// fields from [`context`]).
-static LOG_SPANS: AtomicBool = AtomicBool::new(false);
-
-/// True when every request needs a tracing span for its log lines, exported or not.
-pub fn logs_use_spans() -> bool {
-    LOG_SPANS.load(Ordering::Relaxed)
+impl Default for TracePolicy {
+    /// JSON lines, no export: what a process without [`init`] (a test) gets.
+    fn default() -> Self {
+        Self {
+            exporting: false,
+            log_spans: false,
+            sample_threshold: u64::MAX,
+        }
+    }
 }
 
-/// Share of new traces to export, as the `u64` threshold a random draw must stay under
-/// (`u64::MAX` = all). Set once by [`init`] from `telemetry.sample_ratio`.
-static SAMPLE_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+impl TracePolicy {
+    /// True when an OpenTelemetry exporter is installed (trace ids then come from the SDK).
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
 
-/// Head sampling for a trace this service starts: `draw` is random (the trace id's low half).
-pub fn sample_new_trace(draw: u64) -> bool {
-    let threshold = SAMPLE_THRESHOLD.load(Ordering::Relaxed);
-    threshold == u64::MAX || draw < threshold
+    /// True when every request needs a tracing span for its log lines, exported or not (the
+    /// human format; JSON lines take the request fields from [`context`]).
+    pub fn logs_use_spans(&self) -> bool {
+        self.log_spans
+    }
+
+    /// Head sampling for a trace this service starts: `draw` is random (the trace id's low half).
+    pub fn sample_new_trace(&self, draw: u64) -> bool {
+        self.sample_threshold == u64::MAX || draw < self.sample_threshold
+    }
+
+    /// The threshold for `telemetry.sample_ratio` (2^64 * ratio, saturating: 1.0 = all).
+    fn threshold(ratio: Option<f64>) -> u64 {
+        match ratio {
+            Some(r) if r < 1.0 => (r * 18_446_744_073_709_551_616.0) as u64,
+            _ => u64::MAX,
+        }
+    }
 }
 
 /// Creates the request span with `make`, visible to the span exporter only if `sampled`.
 /// Unsampled requests (and their database spans) then never reach the OpenTelemetry layer,
 /// so they cost what they cost without export (docs/observability.md#overhead).
 pub fn request_span(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    filter::EXPORT_NEXT_REQUEST.set(sampled);
+    filter::ExportNextRequest::set(sampled);
     let span = make();
-    filter::EXPORT_NEXT_REQUEST.set(false);
+    filter::ExportNextRequest::set(false);
     span
+}
+
+/// `error: cause: cause ...`, the whole `source()` chain on one line, for log fields.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Keeps the log writer and the exporter alive; `shutdown` flushes both.
 #[must_use]
 pub struct Telemetry {
+    policy: TracePolicy,
     provider: Option<SdkTracerProvider>,
     _log_writer: writer::FlushGuard,
 }
 
 impl Telemetry {
+    /// How requests are traced with this set-up.
+    pub fn policy(&self) -> TracePolicy {
+        self.policy
+    }
+
     /// Flushes and stops span export (call once, at the end of shutdown).
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
@@ -82,7 +120,7 @@ pub fn init(
     telemetry: &TelemetryConfig,
     export: bool,
 ) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_new(&log.level)?;
+    let filter = EnvFilter::try_new(log.level.as_str())?;
     // Log lines are written in batches by a background thread (see `writer`), so request
     // handlers never block on stdout.
     let (writer, log_writer) =
@@ -97,7 +135,6 @@ pub fn init(
             .boxed(),
     };
     let log_spans = log.format == LogFormat::Pretty;
-    LOG_SPANS.store(log_spans, Ordering::Relaxed);
     let endpoint = telemetry.traces_endpoint().filter(|_| export);
     let provider = match &endpoint {
         Some(endpoint) => Some(provider(
@@ -125,21 +162,17 @@ pub fn init(
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()?;
-    if let Some(ratio) = telemetry.sample_ratio {
-        // 2^64 * ratio, saturating: 1.0 means every trace.
-        let threshold = if ratio >= 1.0 {
-            u64::MAX
-        } else {
-            (ratio * 18_446_744_073_709_551_616.0) as u64
-        };
-        SAMPLE_THRESHOLD.store(threshold, Ordering::Relaxed);
-    }
+    let policy = TracePolicy {
+        exporting: endpoint.is_some(),
+        log_spans,
+        sample_threshold: TracePolicy::threshold(telemetry.sample_ratio),
+    };
     if let Some(endpoint) = endpoint {
-        EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!(endpoint = %endpoint, "exporting spans over OTLP/HTTP");
     }
     install_panic_hook();
     Ok(Telemetry {
+        policy,
         provider,
         _log_writer: log_writer,
     })

@@ -16,13 +16,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use prometheus_client::metrics::histogram::Histogram;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome,
-};
+use super::{CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome};
 use crate::items::model::{Item, NewItem};
 
 /// Pause between probes while the database stays unreachable (each probe itself waits up to
@@ -110,7 +107,7 @@ impl<S: ItemStore> Breaker<S> {
             return;
         }
         tracing::warn!(
-            error = %crate::error::error_chain(cause),
+            error = %crate::telemetry::error_chain(cause),
             "database unreachable: answering 503 at once until a probe reaches it again"
         );
         let (inner, state) = (self.inner.clone(), self.state.clone());
@@ -184,18 +181,6 @@ impl<S: ItemStore> ItemStore for Breaker<S> {
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.guard(self.inner.purge_idempotency_keys(before)).await
     }
-
-    fn pool_stats(&self) -> PoolStats {
-        self.inner.pool_stats()
-    }
-
-    fn acquire_wait(&self) -> Histogram {
-        self.inner.acquire_wait()
-    }
-
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
 }
 
 #[cfg(test)]
@@ -258,15 +243,6 @@ mod tests {
         async fn close(&self) {}
         async fn purge_idempotency_keys(&self, _: OffsetDateTime) -> Result<u64, StoreError> {
             self.answer(0)
-        }
-        fn pool_stats(&self) -> PoolStats {
-            PoolStats::default()
-        }
-        fn acquire_wait(&self) -> Histogram {
-            Histogram::new([1.0])
-        }
-        fn backend(&self) -> &'static str {
-            "flaky"
         }
     }
 

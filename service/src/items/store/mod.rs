@@ -1,17 +1,22 @@
-//! Storage interface for items (`ItemStore`) with its SQLite and PostgreSQL backends.
+//! Storage interface for items (`ItemStore`) with its SQLite and PostgreSQL backends, and the
+//! connection that picks one (`connect`).
 
 pub mod breaker;
+mod connect;
 pub mod postgres;
 pub mod sqlite;
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use prometheus_client::metrics::histogram::Histogram;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use connect::connect;
+
 use super::model::{Item, NewItem};
+use crate::{config::Backend, metrics::PoolStats};
 
 /// A POST's idempotency record: the key, a fingerprint of the request, the response to replay.
 #[derive(Debug, Clone)]
@@ -51,14 +56,6 @@ pub struct ListQuery {
     pub tag: Option<String>,
     /// Lower-cased name substring.
     pub name_contains: Option<String>,
-}
-
-/// Connection-pool figures for metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolStats {
-    pub size: u32,
-    pub idle: u32,
-    pub max: u32,
 }
 
 /// A storage failure.
@@ -136,10 +133,48 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn close(&self);
     /// Forgets idempotency keys recorded before `before`; returns how many.
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
-    fn pool_stats(&self) -> PoolStats;
-    /// Histogram of time spent waiting for a pooled connection (registered by `Metrics`).
-    fn acquire_wait(&self) -> Histogram;
-    fn backend(&self) -> &'static str;
+}
+
+/// The store the request path uses.
+pub type SharedStore = Arc<dyn ItemStore>;
+
+/// A connected database: the store requests use, and the pool behind it for metrics.
+#[derive(Clone)]
+pub struct Storage {
+    pub items: SharedStore,
+    pub pool: Pool,
+}
+
+/// The connection pool of a [`Storage`], read for metrics and logs (not by requests).
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Pool {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Pool size, idle and configured maximum connections, taken now.
+    pub fn stats(&self) -> PoolStats {
+        match self {
+            Pool::Sqlite(p) => stats(p),
+            Pool::Postgres(p) => stats(p),
+        }
+    }
+}
+
+fn stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+    PoolStats {
+        size: pool.size(),
+        idle: pool.num_idle() as u32,
+        max: pool.options().get_max_connections(),
+    }
 }
 
 /// Timestamps are stored with microsecond precision on both backends.
@@ -160,7 +195,3 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
     Ok(conn?)
 }
 
-/// A fresh acquire-wait histogram for a store.
-pub(crate) fn acquire_histogram() -> Histogram {
-    Histogram::new(crate::metrics::ACQUIRE_BUCKETS.iter().copied())
-}

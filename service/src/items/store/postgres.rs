@@ -9,8 +9,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{Postgres, pool::PoolConnection};
 
 use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome, acquire,
-    acquire_histogram,
+    CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire,
 };
 use crate::items::model::{Item, NewItem, Price};
 
@@ -20,11 +19,9 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            acquire_wait: acquire_histogram(),
-        }
+    /// The store over `pool`, recording connection waits in `acquire_wait`.
+    pub fn new(pool: PgPool, acquire_wait: Histogram) -> Self {
+        Self { pool, acquire_wait }
     }
 
     async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
@@ -255,19 +252,4 @@ impl ItemStore for PgStore {
         Ok(done.rows_affected())
     }
 
-    fn acquire_wait(&self) -> Histogram {
-        self.acquire_wait.clone()
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle() as u32,
-            max: self.pool.options().get_max_connections(),
-        }
-    }
-
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
 }

@@ -9,8 +9,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{Sqlite, pool::PoolConnection};
 
 use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome, acquire,
-    acquire_histogram,
+    CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire,
 };
 use crate::items::model::{Item, NewItem, Price};
 
@@ -24,10 +23,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub fn new(pool: SqlitePool) -> Self {
+    /// The store over `pool`, recording connection waits in `acquire_wait`.
+    pub fn new(pool: SqlitePool, acquire_wait: Histogram) -> Self {
         Self {
             pool,
-            acquire_wait: acquire_histogram(),
+            acquire_wait,
             writer: tokio::sync::Mutex::new(()),
         }
     }
@@ -229,22 +229,6 @@ impl ItemStore for SqliteStore {
             .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected())
-    }
-
-    fn acquire_wait(&self) -> Histogram {
-        self.acquire_wait.clone()
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle() as u32,
-            max: self.pool.options().get_max_connections(),
-        }
-    }
-
-    fn backend(&self) -> &'static str {
-        "sqlite"
     }
 }
 

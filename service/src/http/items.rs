@@ -13,16 +13,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    cursor,
-    model::{Item, ItemInput, ItemPatch, NewItem},
-    store::{CreateOutcome, Idempotency, ListQuery, WriteOutcome, now_micros},
+    error::{ApiError, Problem},
+    extract::{ItemId, JsonBody, QueryParams, parse_json},
 };
-use crate::{
-    error::{ApiError, FieldError, Problem},
-    http::{
-        AppState,
-        extract::{ItemId, JsonBody, QueryParams, parse_json},
-    },
+use crate::items::{
+    cursor,
+    model::{FieldError, Item, ItemInput, ItemPatch, NewItem, TAG_RULE, is_valid_tag, tag_schema},
+    store::{CreateOutcome, Idempotency, ListQuery, SharedStore, WriteOutcome, now_micros},
 };
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -49,7 +46,7 @@ pub struct ListParams {
     #[param(pattern = "^(YzE[A-Za-z0-9_-]{21}|YzI6[A-Za-z0-9_-]{24,600})?$")]
     pub cursor: Option<String>,
     /// Only items carrying this tag.
-    #[param(pattern = "^[a-z0-9-]{1,32}$")]
+    #[param(schema_with = tag_schema)]
     pub tag: Option<String>,
     /// Only items whose name contains this text (case-insensitive).
     #[param(max_length = 100)]
@@ -176,14 +173,14 @@ impl Condition {
 
 /// With `If-Match`: the current item's version if it matches (404 if gone, 412 if not).
 async fn check_if_match(
-    state: &AppState,
+    store: &SharedStore,
     id: Uuid,
     headers: &HeaderMap,
 ) -> Result<Option<i64>, ApiError> {
     let Some(cond) = condition(headers, header::IF_MATCH)? else {
         return Ok(None);
     };
-    let current = state.store.get(id).await?.ok_or_else(not_found)?;
+    let current = store.get(id).await?.ok_or_else(not_found)?;
     if !cond.matches_strong(&current.etag()) {
         return Err(stale());
     }
@@ -235,7 +232,7 @@ fn bad_key() -> ApiError {
         (status = 503, description = "Overloaded or database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     headers: HeaderMap,
     JsonBody(input): JsonBody<ItemInput>,
 ) -> Result<Response, ApiError> {
@@ -262,7 +259,7 @@ pub async fn create(
     let idempotency = key
         .zip(fingerprint)
         .map(|(key, fingerprint)| Idempotency { key, fingerprint });
-    match state.store.create(&item, idempotency.as_ref()).await? {
+    match store.create(&item, idempotency.as_ref()).await? {
         CreateOutcome::Created(item) => Ok(created(item.id, item_response(StatusCode::OK, &item))),
         CreateOutcome::Replayed { item_id, body } => {
             let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
@@ -288,7 +285,7 @@ pub async fn create(
         (status = 422, description = "Parameter out of range", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<ItemPage>, ApiError> {
     if let Some(limit) = params.limit
@@ -300,11 +297,11 @@ pub async fn list(
         )]));
     }
     if let Some(tag) = &params.tag
-        && !super::model::is_valid_tag(tag)
+        && !is_valid_tag(tag)
     {
         return Err(ApiError::InvalidQuery(vec![FieldError::new(
             "tag",
-            "must be 1 to 32 characters of a-z, 0-9 and -",
+            format!("must be {TAG_RULE}"),
         )]));
     }
     let q = params.q.filter(|q| !q.is_empty());
@@ -352,8 +349,7 @@ pub async fn list(
         }
     };
     let limit = listing.limit;
-    let mut items = state
-        .store
+    let mut items = store
         .list(&ListQuery {
             after,
             limit: limit + 1,
@@ -395,11 +391,11 @@ fn cursor_conflict(name: &str, carried: &Option<String>, asked: &Option<String>)
         (status = 404, description = "No such item", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     ItemId(id): ItemId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let item = state.store.get(id).await?.ok_or_else(not_found)?;
+    let item = store.get(id).await?.ok_or_else(not_found)?;
     if let Some(cond) = condition(&headers, header::IF_NONE_MATCH)?
         && cond.matches_weak(&item.etag())
     {
@@ -424,15 +420,14 @@ pub async fn get(
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn replace(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     ItemId(id): ItemId,
     headers: HeaderMap,
     JsonBody(input): JsonBody<ItemInput>,
 ) -> Result<Response, ApiError> {
     let fields = input.into_new_item().map_err(ApiError::Validation)?;
-    let expected = check_if_match(&state, id, &headers).await?;
-    match state
-        .store
+    let expected = check_if_match(&store, id, &headers).await?;
+    match store
         .update(id, &fields, expected, now_micros())
         .await?
     {
@@ -457,14 +452,14 @@ pub async fn replace(
         (status = 422, description = "The patched item is invalid", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn patch(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     ItemId(id): ItemId,
     headers: HeaderMap,
     JsonBody(patch): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let if_match = condition(&headers, header::IF_MATCH)?;
     for _ in 0..PATCH_ATTEMPTS {
-        let current = state.store.get(id).await?.ok_or_else(not_found)?;
+        let current = store.get(id).await?.ok_or_else(not_found)?;
         // An invalid patch is 422 whatever the precondition (as PUT validates its body first).
         let fields = apply_merge_patch(&current, &patch)?;
         if let Some(cond) = &if_match
@@ -472,8 +467,7 @@ pub async fn patch(
         {
             return Err(stale());
         }
-        match state
-            .store
+        match store
             .update(id, &fields, Some(current.version), now_micros())
             .await?
         {
@@ -511,12 +505,12 @@ pub fn apply_merge_patch(current: &Item, patch: &serde_json::Value) -> Result<Ne
         (status = 412, description = "ETag does not match", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(store): State<SharedStore>,
     ItemId(id): ItemId,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let expected = check_if_match(&state, id, &headers).await?;
-    match state.store.delete(id, expected).await? {
+    let expected = check_if_match(&store, id, &headers).await?;
+    match store.delete(id, expected).await? {
         WriteOutcome::Done(()) => Ok(StatusCode::NO_CONTENT),
         WriteOutcome::NotFound => Err(not_found()),
         WriteOutcome::VersionMismatch => Err(stale()),
@@ -529,7 +523,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::items::model::{MAX_PRICE_CENTS, MAX_QUANTITY, MAX_TAGS, Price, is_valid_tag};
+    use crate::items::model::{MAX_PRICE_CENTS, MAX_QUANTITY, MAX_TAGS, Price};
 
     fn item() -> Item {
         let now = now_micros();

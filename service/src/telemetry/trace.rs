@@ -63,7 +63,7 @@ impl TraceContext {
 
 /// The trace id of the request being served by this task, if any.
 pub fn current_trace_id() -> Option<String> {
-    crate::telemetry::context::with_current(|c| hex(&c.trace_id))
+    super::context::with_current(|c| hex(&c.trace_id))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -8,80 +8,72 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{HeaderValue, Method, header},
+    http::{HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use ipnet::IpNet;
 
-use super::keys::{AuthError, Principal, Verifier};
-use crate::{
-    config::Config,
+use super::{
+    AppState,
+    client_ip::client_ip,
     error::ApiError,
-    http::{
-        AppState,
-        client_ip::{client_ip, parse_proxies},
-        ratelimit::{ClientKey, Decision, Limiter, retry_after_secs},
-    },
+    ratelimit::{ClientKey, Decision, Limiter, retry_after_secs},
 };
-
-/// Scope needed for reads (`GET`/`HEAD` on `/v1/items*`).
-pub const SCOPE_READ: &str = "items:read";
-/// Scope needed for every other method on `/v1`.
-pub const SCOPE_WRITE: &str = "items:write";
+use crate::{
+    auth::{AuthError, Principal, SCOPE_READ, Verifier, required_scope},
+    config::{AuthConfig, RateLimitConfig, TrustedProxy},
+};
 
 /// Authentication and rate-limiting policy, built once from the config.
 pub struct Guard {
-    /// `None` when auth is disabled.
-    pub verifier: Option<Verifier>,
-    pub public_reads: bool,
+    /// `Off` when auth is disabled.
+    auth: Auth,
+    public_reads: bool,
     /// `None` when rate limiting is disabled.
-    pub limiter: Option<Limiter>,
-    pub trusted_proxies: Vec<IpNet>,
+    limiter: Option<Limiter>,
+    trusted_proxies: Vec<TrustedProxy>,
+}
+
+enum Auth {
+    Off,
+    Tokens(Verifier),
+    /// Auth is on but no key was loaded (a config built without `AuthConfig::load_keys`):
+    /// fail closed, every API request is 401.
+    NoKey,
 }
 
 impl Guard {
-    /// The guard for `config`, failing closed: if the keys cannot be loaded (config not
-    /// validated through `Config::load`), every API request is rejected with 401.
-    pub fn new(config: &Config) -> Guard {
-        if !config.auth.enabled {
+    pub fn new(auth: &AuthConfig, rate_limit: &RateLimitConfig) -> Guard {
+        let mode = if !auth.enabled {
             tracing::warn!(
                 "authentication is DISABLED (auth.enabled = false): anyone who can reach the \
                  service can read and change items; never run it like this outside local use"
             );
-        }
-        match Guard::from_config(config) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up authentication; rejecting all API requests");
-                Guard {
-                    verifier: Some(Verifier::reject_all()),
-                    public_reads: false,
-                    limiter: config
-                        .rate_limit
-                        .enabled
-                        .then(|| Limiter::new(&config.rate_limit)),
-                    trusted_proxies: Vec::new(),
+            Auth::Off
+        } else {
+            match Verifier::new(auth) {
+                Some(v) => Auth::Tokens(v),
+                None => {
+                    tracing::error!("auth is enabled but no key is loaded; rejecting all API requests");
+                    Auth::NoKey
                 }
             }
+        };
+        Guard {
+            auth: mode,
+            public_reads: auth.public_reads,
+            limiter: rate_limit.enabled.then(|| Limiter::new(rate_limit)),
+            trusted_proxies: rate_limit.trusted_proxies.clone(),
         }
     }
 
-    pub fn from_config(config: &Config) -> anyhow::Result<Guard> {
-        let verifier = if config.auth.enabled {
-            Verifier::from_config(&config.auth)
-                .map_err(|e| anyhow::anyhow!("invalid configuration: key `{}`: {e}", e.key()))?
-        } else {
-            None
-        };
-        let rl = &config.rate_limit;
-        Ok(Guard {
-            verifier,
-            public_reads: config.auth.public_reads,
-            limiter: rl.enabled.then(|| Limiter::new(rl)),
-            trusted_proxies: parse_proxies(&rl.trusted_proxies)
-                .map_err(|e| anyhow::anyhow!("invalid rate_limit.trusted_proxies: {e}"))?,
-        })
+    fn authenticate(&self, header: Option<&HeaderValue>) -> Option<Result<Principal, AuthError>> {
+        let header = header.map(HeaderValue::as_bytes);
+        match &self.auth {
+            Auth::Off => None,
+            Auth::Tokens(v) => Some(v.authenticate(header)),
+            Auth::NoKey => Some(Err(AuthError::Invalid("no verification key is configured"))),
+        }
     }
 }
 
@@ -94,15 +86,6 @@ fn is_api(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
 }
 
-/// The scope `method` needs on the API.
-pub fn required_scope(method: &Method) -> &'static str {
-    if *method == Method::GET || *method == Method::HEAD {
-        SCOPE_READ
-    } else {
-        SCOPE_WRITE
-    }
-}
-
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if is_exempt(path) {
@@ -110,15 +93,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     }
     let guard = &state.guard;
     let api = is_api(path);
-    let auth: Option<Result<Principal, AuthError>> = match (&guard.verifier, api) {
-        (Some(v), true) => Some(
-            v.authenticate(
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .map(HeaderValue::as_bytes),
-            ),
-        ),
-        _ => None,
+    let auth = if api {
+        guard.authenticate(req.headers().get(header::AUTHORIZATION))
+    } else {
+        None
     };
 
     let mut rate_headers = None;
@@ -151,7 +129,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 
     if let Some(auth) = auth {
-        let scope = required_scope(req.method());
+        let scope = required_scope(req.method().as_str());
         match auth {
             Ok(principal) if principal.has_scope(scope) => {
                 req.extensions_mut().insert(principal);

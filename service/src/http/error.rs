@@ -8,28 +8,14 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{auth::AuthError, http::trace::current_trace_id, items::store::StoreError};
+use crate::{
+    auth::AuthError,
+    items::{model::FieldError, store::StoreError},
+    telemetry::{error_chain, trace::current_trace_id},
+};
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// One invalid input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// JSON path of the field, e.g. `name` or `tags[2]`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// RFC 9457 problem details, as every error response carries them.
 #[derive(Debug, Serialize, ToSchema)]
@@ -269,15 +255,3 @@ fn bearer_challenge(e: &AuthError) -> HeaderValue {
 /// Marks an error response with its problem slug, for metrics and the request log.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
-
-/// `error: cause: cause ...`, the whole `source()` chain on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}

@@ -1,22 +1,29 @@
-//! Middleware: request observation (trace context, log line, metrics), limits, error shaping.
+//! Observation of every request (trace context, metrics, the log line, trace headers), the
+//! request id echo, and problem+json for the errors axum and panics produce themselves.
 
 use std::{any::Any, net::SocketAddr, time::Instant};
 
 use axum::body::HttpBody;
 use axum::{
+    Router,
     body::Body,
     extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use tower_http::request_id::PropagateRequestIdLayer;
 use tracing::{Instrument, field::Empty};
 
-use super::{
-    AppState, otel,
-    trace::{TraceContext, parse_traceparent},
+use super::{AppState, error::ApiError, otel};
+use crate::{
+    metrics::RequestLabels,
+    telemetry::{
+        self,
+        context::RequestContext,
+        trace::{TraceContext, parse_traceparent},
+    },
 };
-use crate::{error::ApiError, metrics::RequestLabels, telemetry::context::RequestContext};
 
 pub static X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,11 +50,8 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let path = req.uri().path().to_owned();
-    let request_id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .filter(|v| v.len() <= MAX_REQUEST_ID && v.to_str().is_ok_and(|s| !s.is_empty()))
-        .cloned();
+    // Only valid ids get this far (see `request_id`).
+    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -61,19 +65,20 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or_default();
     let request_size = content_length(req.headers());
 
-    let exporting = crate::telemetry::exporting();
+    let policy = state.trace;
+    let exporting = policy.exporting();
     let mut ctx = TraceContext::new(parent);
     if parent.is_none() {
         // Head sampling of a trace we start; a caller's decision (the flag) is followed.
         let draw = u64::from_le_bytes(ctx.trace_id[8..].try_into().unwrap_or_default());
-        ctx.sampled = crate::telemetry::sample_new_trace(draw);
+        ctx.sampled = policy.sample_new_trace(draw);
     }
     let export = exporting && ctx.sampled;
     // A tracing span only when something reads it: the exporter (sampled requests) or the
     // human log format. JSON lines take the request's fields from the task-local context, so
     // an unexported request pays for no span (docs/observability.md#overhead).
-    let span = if export || crate::telemetry::logs_use_spans() {
-        crate::telemetry::request_span(export, || {
+    let span = if export || policy.logs_use_spans() {
+        telemetry::request_span(export, || {
             // Fields for the human log format (recorded only for it) and for the exporter:
             // the span name and kind and the HTTP semantic-convention attributes (otel.rs).
             tracing::info_span!(
@@ -101,7 +106,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         let matched = (route != "unmatched").then_some(route.as_str());
         ctx = otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent);
     }
-    if crate::telemetry::logs_use_spans() {
+    if policy.logs_use_spans() {
         let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
         otel::record(
             &span,
@@ -129,6 +134,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             let response = next.run(req).await;
             drop(in_flight);
             let status = response.status();
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                state.metrics.reject("validation");
+            }
             let elapsed = start.elapsed();
             let response_size = response.body().size_hint().exact().unwrap_or(0);
             state.metrics.observe_request(
@@ -172,9 +180,6 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
         headers.insert(TRACEPARENT.clone(), v);
     }
-    if let Some(id) = request_id {
-        headers.insert(X_REQUEST_ID.clone(), id);
-    }
     if state.is_draining() {
         // Clients reconnect for their next request, so no keep-alive connection is idle in
         // their pool when the listener closes.
@@ -183,25 +188,24 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
-/// API routes only: sheds load beyond `http.max_concurrent_requests` and cancels requests that
-/// run past `http.request_timeout`, both with 503 problem+json and `Retry-After`.
-pub async fn limits(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
-        state.metrics.reject("load_shed");
-        return ApiError::Overloaded.into_response();
-    };
-    match tokio::time::timeout(state.config.http.request_timeout, next.run(req)).await {
-        Ok(response) => {
-            if response.status() == StatusCode::UNPROCESSABLE_ENTITY {
-                state.metrics.reject("validation");
-            }
-            response
-        }
-        Err(_) => {
-            state.metrics.reject("timeout");
-            ApiError::Timeout.into_response()
-        }
+/// Echoes a valid `X-Request-Id` on the response (tower-http's propagate layer), after dropping
+/// one that is empty, longer than 128 bytes or not visible ASCII, so nothing unbounded is
+/// reflected or logged.
+pub fn request_id<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(axum::middleware::map_request(drop_invalid_request_id))
+}
+
+async fn drop_invalid_request_id(mut req: Request) -> Request {
+    let valid = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .is_none_or(|v| v.len() <= MAX_REQUEST_ID && v.to_str().is_ok_and(|s| !s.is_empty()));
+    if !valid {
+        req.headers_mut().remove(&X_REQUEST_ID);
     }
+    req
 }
 
 /// Gives responses that axum produces itself (405 with `Allow`, body-limit 413) a problem+json
@@ -218,7 +222,7 @@ pub async fn problem_for_bare_errors(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| {
             v.as_bytes()
-                .starts_with(crate::error::PROBLEM_JSON.as_bytes())
+                .starts_with(super::error::PROBLEM_JSON.as_bytes())
         });
     if is_problem || !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -231,7 +235,7 @@ pub async fn problem_for_bare_errors(
         )
         .into_response(),
         StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(state.config.http.body_limit).into_response()
+            ApiError::PayloadTooLarge(state.body_limit.0).into_response()
         }
         StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".into()).into_response(),
         _ => return response,

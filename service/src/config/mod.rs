@@ -1,12 +1,26 @@
-//! Configuration: figment layering (defaults < TOML file < `SHIPSHAPE_*` env), validation, secrets.
+//! Configuration: figment layering (defaults < TOML file < `SHIPSHAPE_*` env) into typed values.
+//!
+//! Parsed once, at start: addresses, the database URL, CIDR lists, origins, the log filter and
+//! the verification keys are typed values here, and every bad value is reported as one line
+//! naming its key and where the value came from. This module imports nothing else of the crate.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+mod database;
+pub mod keys;
+mod net;
+mod secret;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use database::{Backend, DatabaseUrl, redact_url};
+pub use keys::{KeyError, PinnedKey, VerificationKeys};
+pub use net::{Origin, TrustedProxy};
+pub use secret::Secret;
 
 /// Environment variable naming the TOML config file.
 pub const CONFIG_ENV: &str = "SHIPSHAPE_CONFIG";
@@ -81,8 +95,9 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` (default) or `postgres://user:pass@host:port/db`.
-    pub url: Secret,
+    /// `sqlite://path` (default) or `postgres://user:pass@host:port/db`; `file:/path` reads it
+    /// from a file.
+    pub url: DatabaseUrl,
     pub max_connections: u32,
     pub min_connections: u32,
     /// How long a request waits for a pooled connection before failing with 503.
@@ -102,7 +117,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: Secret::new("sqlite://./data/shipshape.db"),
+            url: DatabaseUrl::Sqlite("./data/shipshape.db".into()),
             max_connections: 16,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(2),
@@ -174,14 +189,44 @@ impl TelemetryConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     /// `tracing_subscriber::EnvFilter` directives, e.g. `info,sqlx=warn`.
-    pub level: String,
+    pub level: LogFilter,
+}
+
+/// `log.level`: directives `tracing_subscriber::EnvFilter` accepts (checked when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    pub fn parse(directives: &str) -> Result<LogFilter, String> {
+        tracing_subscriber::EnvFilter::try_new(directives)
+            .map(|_| LogFilter(directives.to_owned()))
+            .map_err(|e| format!("not a valid filter ({e})"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for LogFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        LogFilter::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        LogFilter::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Json,
-            level: "info".into(),
+            level: LogFilter("info".into()),
         }
     }
 }
@@ -211,6 +256,25 @@ pub struct AuthConfig {
     /// and one token for it printed to stderr at start. Refused with a configured key and with
     /// PostgreSQL (replicas would each have their own key).
     pub ephemeral_key: bool,
+    /// The verification key(s) loaded from the key above; `None` when none is configured.
+    #[serde(skip)]
+    pub keys: Option<VerificationKeys>,
+}
+
+impl AuthConfig {
+    /// Loads the key the fields above configure into `keys` (done by [`Config::load`]; a
+    /// config built in code calls it after setting a key).
+    pub fn load_keys(&mut self) -> Result<(), KeyError> {
+        self.keys = keys::load(self)?;
+        Ok(())
+    }
+
+    /// Makes `secret` the HS256 key (`--ephemeral-key`): the secret and its loaded key.
+    pub fn use_hs256_secret(&mut self, secret: Secret) -> Result<(), KeyError> {
+        self.keys = Some(keys::hs256(&secret)?);
+        self.hs256_secret = secret;
+        Ok(())
+    }
 }
 
 impl Default for AuthConfig {
@@ -225,6 +289,7 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             public_reads: false,
             ephemeral_key: false,
+            keys: None,
         }
     }
 }
@@ -240,7 +305,7 @@ pub struct RateLimitConfig {
     pub burst: u32,
     /// Peers (IP addresses or CIDRs) whose `X-Forwarded-For`/`Forwarded` headers name the
     /// client; from anyone else those headers are ignored.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Clients tracked at most; beyond this new clients share hashed buckets.
     pub max_clients: usize,
 }
@@ -265,7 +330,7 @@ pub struct SecurityConfig {
     pub hsts: bool,
     /// Origins allowed to call the API from a browser (e.g. `https://app.example.com`);
     /// empty = CORS off.
-    pub cors_origins: Vec<String>,
+    pub cors_origins: Vec<Origin>,
 }
 
 /// Log line format.
@@ -276,58 +341,6 @@ pub enum LogFormat {
     Json,
     /// Human-readable, coloured when stdout is a terminal (local use).
     Pretty,
-}
-
-/// A secret value: redacted in `Debug`, `Display` and serialisation.
-///
-/// In config it is either the value itself or `file:/path`, in which case the value is read
-/// from that file (trailing newline removed), as Kubernetes Secret volumes provide it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; call sites are the few places that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Serialising is how figment layers defaults, so the real value must pass through;
-        // human output goes through `Config::redacted_toml` instead.
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        match raw.strip_prefix("file:") {
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned())),
-                Err(e) => Err(serde::de::Error::custom(format!(
-                    "cannot read secret file {path}: {e}"
-                ))),
-            },
-            None => Ok(Secret(raw)),
-        }
-    }
 }
 
 mod opt_addr {
@@ -418,12 +431,12 @@ impl Config {
         if sources.ephemeral_key_flag {
             figment = figment.merge(EphemeralKeyFlag);
         }
-        let config: Config = figment.extract().map_err(|e| describe(&figment, e))?;
+        let mut config: Config = figment.extract().map_err(|e| describe(&figment, e))?;
         config.validate(&figment, sources.purpose)?;
         Ok(config)
     }
 
-    fn validate(&self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
+    fn validate(&mut self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| -> ConfigError {
             ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
         };
@@ -466,12 +479,6 @@ impl Config {
                 "must not exceed database.max_connections".into(),
             ));
         }
-        if let Err(e) = crate::db::Backend::parse(db.url.expose()) {
-            return Err(bad("database.url", e.to_string()));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(bad("log.level", format!("not a valid filter ({e})")));
-        }
         if h.max_connections == 0 {
             return Err(bad("http.max_connections", "must be at least 1".into()));
         }
@@ -486,7 +493,7 @@ impl Config {
         self.validate_security(figment, purpose)
     }
 
-    fn validate_security(&self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
+    fn validate_security(&mut self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| -> ConfigError {
             ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
         };
@@ -498,25 +505,19 @@ impl Config {
         if a.ephemeral_key {
             self.validate_ephemeral_key(figment)?;
         }
-        let keys = match crate::auth::keys::Verifier::from_keys(a) {
-            Ok(keys) => keys,
-            Err(e) => {
-                let key = e.key();
-                let source = if key == "auth" {
-                    source_of(figment, "auth.enabled")
-                } else {
-                    source_of(figment, key)
-                };
-                return Err(ConfigError(format!("key `{key}` {source}: {e}")));
-            }
-        };
-        if !a.ephemeral_key && a.enabled && keys.is_none() && purpose == Purpose::Serve {
-            let e = crate::auth::keys::KeyConfigError::missing();
-            return Err(ConfigError(format!(
-                "key `{}` {}: {e}",
-                e.key(),
+        let key_error = |e: KeyError| -> ConfigError {
+            let source = if e.key == "auth" {
                 source_of(figment, "auth.enabled")
-            )));
+            } else {
+                source_of(figment, e.key)
+            };
+            ConfigError(format!("key `{}` {source}: {e}", e.key))
+        };
+        let serving = purpose == Purpose::Serve;
+        self.auth.load_keys().map_err(key_error)?;
+        let a = &self.auth;
+        if !a.ephemeral_key && a.enabled && a.keys.is_none() && serving {
+            return Err(key_error(KeyError::missing()));
         }
         let r = &self.rate_limit;
         if r.per_second == 0 {
@@ -527,12 +528,6 @@ impl Config {
         }
         if r.max_clients < 16 {
             return Err(bad("rate_limit.max_clients", "must be at least 16".into()));
-        }
-        if let Err(e) = crate::http::client_ip::parse_proxies(&r.trusted_proxies) {
-            return Err(bad("rate_limit.trusted_proxies", e));
-        }
-        if let Err(e) = crate::http::hardening::parse_origins(&self.security.cors_origins) {
-            return Err(bad("security.cors_origins", e));
         }
         Ok(())
     }
@@ -567,9 +562,7 @@ impl Config {
                 )));
             }
         }
-        if crate::db::Backend::parse(self.database.url.expose()).ok()
-            == Some(crate::db::Backend::Postgres)
-        {
+        if self.database.url.backend() == Backend::Postgres {
             return Err(refuse(format!(
                 "refused with a PostgreSQL database.url {}: a replicated deployment would have \
                  one key per replica; configure auth.hs256_secret, auth.public_key_file or \
@@ -595,10 +588,18 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret redacted (`shipshape config`).
     pub fn redacted_toml(&self) -> String {
-        let mut shown = self.clone();
-        shown.database.url = Secret::new(crate::db::redact_url(self.database.url.expose()));
-        if !self.auth.hs256_secret.expose().is_empty() {
-            shown.auth.hs256_secret = Secret::new("[redacted]");
+        let mut shown = match toml::Table::try_from(self) {
+            Ok(table) => table,
+            Err(e) => return format!("# cannot render config: {e}\n"),
+        };
+        let mut set = |section: &str, key: &str, value: String| {
+            if let Some(toml::Value::Table(t)) = shown.get_mut(section) {
+                t.insert(key.into(), toml::Value::String(value));
+            }
+        };
+        set("database", "url", self.database.url.redacted());
+        if !self.auth.hs256_secret.is_empty() {
+            set("auth", "hs256_secret", "[redacted]".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -627,12 +628,9 @@ impl Config {
                     OtlpSource::Env(name) => format!("env {name}"),
                 };
                 // A URL may carry credentials: shown redacted, as database.url is.
-                let show = |u: &str| {
-                    if url::Url::parse(u).is_ok_and(|p| p.password().is_some()) {
-                        crate::db::redact_url(u)
-                    } else {
-                        u.to_owned()
-                    }
+                let show = |u: &str| match url::Url::parse(u) {
+                    Ok(parsed) if parsed.password().is_some() => redact_url(&parsed),
+                    _ => u.to_owned(),
                 };
                 (
                     show(base.trim()),

@@ -1,0 +1,129 @@
+//! Connecting storage: the backend `database.url` names, retry at start-up, migrations.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::{
+    ConnectOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{Pool, Storage, breaker::Breaker, postgres::PgStore, sqlite::SqliteStore};
+use crate::config::{DatabaseConfig, DatabaseUrl};
+
+/// Connects to the configured database (retrying transient failures until
+/// `startup_timeout`), applies migrations and returns the store; the store records its waits
+/// for a pooled connection in `acquire_wait`.
+pub async fn connect(cfg: &DatabaseConfig, acquire_wait: Histogram) -> anyhow::Result<Storage> {
+    let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = match &cfg.url {
+            DatabaseUrl::Sqlite(path) => connect_sqlite(cfg, path, acquire_wait.clone()).await,
+            DatabaseUrl::Postgres(url) => connect_postgres(cfg, url, acquire_wait.clone()).await,
+        };
+        match attempt {
+            Ok(store) => return Ok(store),
+            Err(err) if tokio::time::Instant::now() + delay < deadline && is_transient(&err) => {
+                tracing::warn!(
+                    error = %format!("{err:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database not reachable yet, retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Errors worth retrying at start-up: the database is starting, restarting or not reachable yet.
+fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)) => true,
+            Some(sqlx::Error::Database(db)) => {
+                // 57P03 cannot_connect_now (starting up), 53300 too_many_connections, 57P01 admin shutdown.
+                matches!(db.code().as_deref(), Some("57P03" | "53300" | "57P01"))
+            }
+            _ => false,
+        })
+}
+
+async fn connect_sqlite(
+    cfg: &DatabaseConfig,
+    path: &std::path::Path,
+    acquire_wait: Histogram,
+) -> anyhow::Result<Storage> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit is fsynced before the 2xx goes out, so it survives a crash of the
+        // process and of the machine.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(cfg.statement_timeout);
+    if let Some(dir) = opts.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating database directory {}", dir.display()))?;
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(cfg.min_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        // An in-process SQLite connection cannot go stale, and sqlx's default ping before each
+        // checkout is a round trip to the connection's worker thread: two context switches per
+        // query for nothing.
+        .test_before_acquire(false)
+        .connect_with(opts)
+        .await
+        .context("opening SQLite database")?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&pool)
+        .await
+        .context("applying SQLite migrations")?;
+    Ok(Storage {
+        items: Arc::new(SqliteStore::new(pool.clone(), acquire_wait)),
+        pool: Pool::Sqlite(pool),
+    })
+}
+
+async fn connect_postgres(
+    cfg: &DatabaseConfig,
+    url: &url::Url,
+    acquire_wait: Histogram,
+) -> anyhow::Result<Storage> {
+    let timeout_ms = cfg.statement_timeout.as_millis().to_string();
+    let opts = PgConnectOptions::from_url(url)
+        .context("database.url")?
+        .application_name("shipshape")
+        .options([
+            ("statement_timeout", timeout_ms.as_str()),
+            ("idle_in_transaction_session_timeout", "30000"),
+        ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(cfg.min_connections)
+        .acquire_timeout(cfg.acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_with(opts)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .context("applying PostgreSQL migrations")?;
+    // Fail fast (503 at once) while PostgreSQL is unreachable, instead of every request waiting
+    // out acquire_timeout; a background probe notices when it is back.
+    Ok(Storage {
+        items: Arc::new(Breaker::new(PgStore::new(pool.clone(), acquire_wait))),
+        pool: Pool::Postgres(pool),
+    })
+}
