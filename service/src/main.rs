@@ -52,7 +52,10 @@ fn main() -> ExitCode {
             run_async(async move {
                 let acquire_wait = metrics::Metrics::new().acquire_wait();
                 let storage = items::store::connect(&config.database, acquire_wait).await?;
-                tracing::info!(backend = storage.pool.backend().name(), "migrations applied");
+                tracing::info!(
+                    backend = storage.pool.backend().name(),
+                    "migrations applied"
+                );
                 storage.items.close().await;
                 Ok(())
             })

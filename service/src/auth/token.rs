@@ -259,11 +259,10 @@ pub fn mint_hs256(
                 .into(),
         });
     }
-    let key = EncodingKey::from_secret(secret.as_bytes())
-        .map_err(|e| KeyError {
-            key: "auth.hs256_secret",
-            why: e.to_string(),
-        })?;
+    let key = EncodingKey::from_secret(secret.as_bytes()).map_err(|e| KeyError {
+        key: "auth.hs256_secret",
+        why: e.to_string(),
+    })?;
     let now = jsonwebtoken::get_current_timestamp();
     let scope = scopes.join(" ");
     let claims = MintClaims {
@@ -275,9 +274,8 @@ pub fn mint_hs256(
         iss: &cfg.issuer,
         aud: &cfg.audience,
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-        .map_err(|e| KeyError {
-            key: "auth.hs256_secret",
-            why: e.to_string(),
-        })
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).map_err(|e| KeyError {
+        key: "auth.hs256_secret",
+        why: e.to_string(),
+    })
 }

@@ -46,14 +46,18 @@ impl DatabaseUrl {
                     .strip_prefix("//")
                     .unwrap_or(&raw["sqlite:".len()..]);
                 if rest.contains('?') {
-                    return Err("sqlite:// URLs take no query parameters (the service sets the \
+                    return Err(
+                        "sqlite:// URLs take no query parameters (the service sets the \
                                 journal mode, synchronous and busy timeout itself)"
-                        .into());
+                            .into(),
+                    );
                 }
                 if rest.is_empty() || rest == ":memory:" {
-                    return Err("needs a database file path, e.g. sqlite://./data/shipshape.db \
+                    return Err(
+                        "needs a database file path, e.g. sqlite://./data/shipshape.db \
                                 (an in-memory database would lose every write)"
-                        .into());
+                            .into(),
+                    );
                 }
                 Ok(DatabaseUrl::Sqlite(PathBuf::from(rest)))
             }
@@ -189,7 +193,10 @@ mod tests {
             url("postgres://db/app?user=a&password=s3cret").redacted(),
             "postgres://db/app?user=a&password=***"
         );
-        assert_eq!(url("sqlite://./data/x.db").redacted(), "sqlite://./data/x.db");
+        assert_eq!(
+            url("sqlite://./data/x.db").redacted(),
+            "sqlite://./data/x.db"
+        );
         let shown = format!("{:?}", url("postgres://app:s3cret@db/app"));
         assert!(!shown.contains("s3cret"), "{shown}");
         let e = DatabaseUrl::parse("postgres://app:s3cret@[bad/db").unwrap_err();

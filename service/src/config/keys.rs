@@ -291,11 +291,18 @@ mod tests {
         assert!(err(&private).why.contains("private key"));
         let missing = auth(|a| a.public_key_file = "/nonexistent.pem".into());
         assert_eq!(err(&missing).key, "auth.public_key_file");
-        assert!(err(&missing).why.starts_with("cannot read /nonexistent.pem"));
+        assert!(
+            err(&missing)
+                .why
+                .starts_with("cannot read /nonexistent.pem")
+        );
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
-            .unwrap();
+        std::fs::write(
+            &junk,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         let cfg = auth(|a| a.public_key_file = junk.display().to_string());
         assert!(err(&cfg).why.starts_with("not an RSA, EC"));
         std::fs::write(&junk, [0xff, 0xfe]).unwrap();
@@ -332,7 +339,8 @@ mod tests {
             }
             k
         };
-        let set = jwks(serde_json::json!({"keys": [ed(Some("a"), None), ed(Some("b"), Some("EdDSA"))]}));
+        let set =
+            jwks(serde_json::json!({"keys": [ed(Some("a"), None), ed(Some("b"), Some("EdDSA"))]}));
         match set.unwrap() {
             Some(VerificationKeys::Set(keys)) => {
                 assert_eq!(keys.len(), 2);
@@ -341,11 +349,26 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for (doc, why) in [
-            (serde_json::json!({"keys": []}), "holds no signature verification keys"),
-            (serde_json::json!({"keys": [ed(None, None), ed(Some("b"), None)]}), "every key needs a kid"),
-            (serde_json::json!({"keys": [ed(Some("a"), None), ed(Some("a"), None)]}), "key 1: duplicate kid"),
-            (serde_json::json!({"keys": [ed(Some("a"), Some("RS256"))]}), "key 0: alg does not match the key type"),
-            (serde_json::json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}), "symmetric (oct) keys are not accepted"),
+            (
+                serde_json::json!({"keys": []}),
+                "holds no signature verification keys",
+            ),
+            (
+                serde_json::json!({"keys": [ed(None, None), ed(Some("b"), None)]}),
+                "every key needs a kid",
+            ),
+            (
+                serde_json::json!({"keys": [ed(Some("a"), None), ed(Some("a"), None)]}),
+                "key 1: duplicate kid",
+            ),
+            (
+                serde_json::json!({"keys": [ed(Some("a"), Some("RS256"))]}),
+                "key 0: alg does not match the key type",
+            ),
+            (
+                serde_json::json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}),
+                "symmetric (oct) keys are not accepted",
+            ),
             (serde_json::json!({"not": "a jwks"}), "not a JWKS document"),
         ] {
             let e = jwks(doc).map(|_| ()).unwrap_err();
@@ -354,7 +377,13 @@ mod tests {
         }
         // Encryption keys are skipped, not used for verification.
         let enc = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_X, "use": "enc"}]});
-        assert!(jwks(enc).map(|_| ()).unwrap_err().why.contains("no signature"));
+        assert!(
+            jwks(enc)
+                .map(|_| ())
+                .unwrap_err()
+                .why
+                .contains("no signature")
+        );
     }
 
     #[test]

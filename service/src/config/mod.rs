@@ -493,7 +493,11 @@ impl Config {
         self.validate_security(figment, purpose)
     }
 
-    fn validate_security(&mut self, figment: &Figment, purpose: Purpose) -> Result<(), ConfigError> {
+    fn validate_security(
+        &mut self,
+        figment: &Figment,
+        purpose: Purpose,
+    ) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| -> ConfigError {
             ConfigError(format!("key `{key}` {}: {why}", source_of(figment, key)))
         };
@@ -750,4 +754,268 @@ fn describe(figment: &Figment, err: figment::Error) -> ConfigError {
         kind => kind.to_string(),
     };
     ConfigError(format!("key `{path}` {source}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Loads with `./shipshape.toml` (if the jail has one) and the jail's environment.
+    fn load(purpose: Purpose) -> Result<Config, String> {
+        let sources = Sources {
+            purpose,
+            ..Sources::from_env()
+        };
+        Config::load(&sources).map_err(|e| e.to_string())
+    }
+
+    /// The error for a valid key plus `env`, in a jail of its own (which restores the env).
+    fn error(env: (&str, &str)) -> String {
+        let mut out = String::new();
+        Jail::expect_with(|jail| {
+            jail.set_env("SHIPSHAPE_AUTH__HS256_SECRET", SECRET);
+            jail.set_env(env.0, env.1);
+            out = load(Purpose::Serve).expect_err("config should be rejected");
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_need_a_key_to_serve_but_not_offline() {
+        Jail::expect_with(|_| {
+            let e = load(Purpose::Serve).unwrap_err();
+            assert!(
+                e.contains("key `auth` (default): auth is enabled but no key"),
+                "{e}"
+            );
+            let c = load(Purpose::Offline).unwrap();
+            assert_eq!(c.http.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+            assert_eq!(c.database.url.backend(), Backend::Sqlite);
+            assert!(c.auth.keys.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_values_arrive_typed() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                r#"
+                [http]
+                listen = "127.0.0.1:9000"
+                request_timeout = "3s"
+                [database]
+                url = "postgres://app:pw@db:5432/app"
+                [rate_limit]
+                trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
+                [security]
+                cors_origins = ["https://app.example.com"]
+                "#,
+            )?;
+            jail.set_env("SHIPSHAPE_HTTP__LISTEN", "127.0.0.1:9001");
+            jail.set_env("SHIPSHAPE_AUTH__HS256_SECRET", SECRET);
+            let c = load(Purpose::Serve).map_err(figment::Error::from)?;
+            assert_eq!(c.http.listen.port(), 9001);
+            assert_eq!(c.http.request_timeout, Duration::from_secs(3));
+            assert_eq!(c.database.url.backend(), Backend::Postgres);
+            assert_eq!(c.rate_limit.trusted_proxies.len(), 2);
+            assert!(c.rate_limit.trusted_proxies[0].contains(&"10.9.9.9".parse().unwrap()));
+            assert_eq!(
+                c.security.cors_origins[0].header_value(),
+                "https://app.example.com"
+            );
+            assert!(matches!(c.auth.keys, Some(VerificationKeys::Single(_))));
+            // Shown redacted, the secret and the password never.
+            let shown = c.redacted_toml();
+            assert!(
+                !shown.contains(SECRET) && !shown.contains(":pw@"),
+                "{shown}"
+            );
+            assert!(shown.contains("postgres://app:***@db:5432/app"), "{shown}");
+            assert!(shown.contains("hs256_secret = \"[redacted]\""), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key_and_source() {
+        for (env, expected) in [
+            (
+                ("SHIPSHAPE_DATABASE__URL", "mysql://h/db"),
+                "key `database.url` (from env SHIPSHAPE_DATABASE__URL): must start with sqlite:// or postgres://",
+            ),
+            (
+                ("SHIPSHAPE_DATABASE_URL", "sqlite://x.db"),
+                "unknown key `database_url`",
+            ),
+            (
+                ("SHIPSHAPE_HTTP__LISTEN", "localhost"),
+                "key `http.listen` (from env SHIPSHAPE_HTTP__LISTEN)",
+            ),
+            (
+                ("SHIPSHAPE_HTTP__REQUEST_TIMEOUT", "0s"),
+                "key `http.request_timeout` (from env SHIPSHAPE_HTTP__REQUEST_TIMEOUT): must be greater than 0",
+            ),
+            (
+                ("SHIPSHAPE_HTTP__BODY_LIMIT", "10"),
+                "key `http.body_limit` (from env SHIPSHAPE_HTTP__BODY_LIMIT): must be between 1024",
+            ),
+            (
+                ("SHIPSHAPE_HTTP__MAX_CONCURRENT_REQUESTS", "0"),
+                "key `http.max_concurrent_requests`",
+            ),
+            (
+                ("SHIPSHAPE_HTTP__MAX_CONNECTIONS", "0"),
+                "key `http.max_connections`",
+            ),
+            (
+                ("SHIPSHAPE_DATABASE__MAX_CONNECTIONS", "0"),
+                "key `database.max_connections`",
+            ),
+            (
+                ("SHIPSHAPE_DATABASE__MIN_CONNECTIONS", "99"),
+                "key `database.min_connections` (from env SHIPSHAPE_DATABASE__MIN_CONNECTIONS): must not exceed",
+            ),
+            (
+                ("SHIPSHAPE_LOG__LEVEL", "info,[=bad"),
+                "key `log.level` (from env SHIPSHAPE_LOG__LEVEL): not a valid filter",
+            ),
+            (
+                ("SHIPSHAPE_TELEMETRY__SAMPLE_RATIO", "1.5"),
+                "key `telemetry.sample_ratio` (from env SHIPSHAPE_TELEMETRY__SAMPLE_RATIO): must be between 0.0 and 1.0",
+            ),
+            (
+                ("SHIPSHAPE_AUTH__LEEWAY", "10m"),
+                "key `auth.leeway` (from env SHIPSHAPE_AUTH__LEEWAY): must be at most 5m",
+            ),
+            (
+                ("SHIPSHAPE_AUTH__HS256_SECRET", "short"),
+                "key `auth.hs256_secret` (from env SHIPSHAPE_AUTH__HS256_SECRET): must be at least 32 bytes",
+            ),
+            (
+                ("SHIPSHAPE_RATE_LIMIT__PER_SECOND", "0"),
+                "key `rate_limit.per_second`",
+            ),
+            (
+                ("SHIPSHAPE_RATE_LIMIT__BURST", "0"),
+                "key `rate_limit.burst`",
+            ),
+            (
+                ("SHIPSHAPE_RATE_LIMIT__MAX_CLIENTS", "3"),
+                "key `rate_limit.max_clients`",
+            ),
+            (
+                ("SHIPSHAPE_RATE_LIMIT__TRUSTED_PROXIES", "[\"proxy.local\"]"),
+                "key `rate_limit.trusted_proxies",
+            ),
+            (
+                (
+                    "SHIPSHAPE_SECURITY__CORS_ORIGINS",
+                    "[\"https://*.example.com\"]",
+                ),
+                "key `security.cors_origins",
+            ),
+        ] {
+            let e = error(env);
+            assert!(e.contains(expected), "{env:?}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("SHIPSHAPE_AUTH__HS256_SECRET", SECRET);
+            jail.create_file(DEFAULT_CONFIG_FILE, "[http]\nlistenn = \"127.0.0.1:1\"\n")?;
+            let e = load(Purpose::Serve).unwrap_err();
+            assert!(
+                e.contains("unknown key `listenn`") && e.contains("TOML file"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_ephemeral_key_is_refused_where_it_would_be_unsafe() {
+        Jail::expect_with(|jail| {
+            let sources = Sources {
+                ephemeral_key_flag: true,
+                ..Sources::from_env()
+            };
+            let c = Config::load(&sources).map_err(|e| e.to_string())?;
+            assert!(c.auth.ephemeral_key && c.auth.keys.is_none());
+            jail.set_env("SHIPSHAPE_AUTH__HS256_SECRET", SECRET);
+            let e = Config::load(&sources).unwrap_err().to_string();
+            assert!(e.contains("key `auth.ephemeral_key` (from command line --ephemeral-key): cannot be combined with a configured key: auth.hs256_secret is set (from env SHIPSHAPE_AUTH__HS256_SECRET)"), "{e}");
+            jail.set_env("SHIPSHAPE_AUTH__HS256_SECRET", "");
+            jail.set_env("SHIPSHAPE_DATABASE__URL", "postgres://db/app");
+            let e = Config::load(&sources).unwrap_err().to_string();
+            assert!(e.contains("refused with a PostgreSQL database.url"), "{e}");
+            jail.set_env("SHIPSHAPE_DATABASE__URL", "sqlite://x.db");
+            jail.set_env("SHIPSHAPE_AUTH__ENABLED", "false");
+            let e = Config::load(&sources).unwrap_err().to_string();
+            assert!(e.contains("needs auth.enabled = true, but auth.enabled is false (from env SHIPSHAPE_AUTH__ENABLED)"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist_and_the_listen_address_is_read_leniently() {
+        Jail::expect_with(|jail| {
+            let missing = Sources {
+                file: Some("/nonexistent/shipshape.toml".into()),
+                file_required: true,
+                ..Sources::default()
+            };
+            let e = Config::load(&missing).unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "config file /nonexistent/shipshape.toml (from SHIPSHAPE_CONFIG) does not exist"
+                ),
+                "{e}"
+            );
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                "[http]\nlisten = \"127.0.0.1:7777\"\nbody_limit = 1\n",
+            )?;
+            assert_eq!(
+                Config::listen_addr(&Sources::from_env()).map(|a| a.port()),
+                Some(7777)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn describe_notes_where_spans_go_without_showing_credentials() {
+        Jail::expect_with(|jail| {
+            let mut c = Config::default();
+            assert!(c.describe_toml().contains("# effective: no span export"));
+            jail.set_env(OTLP_ENDPOINT_ENV, "http://user:pw@collector:4318/");
+            let shown = c.describe_toml();
+            assert!(
+                shown.contains("spans are exported to http://user:***@collector:4318/v1/traces (from env OTEL_EXPORTER_OTLP_ENDPOINT)"),
+                "{shown}"
+            );
+            assert!(!shown.contains(":pw@"), "{shown}");
+            jail.set_env(OTLP_TRACES_ENDPOINT_ENV, "http://traces:4318/custom");
+            assert_eq!(
+                c.telemetry.export_target(),
+                Some((
+                    "http://traces:4318/custom".into(),
+                    OtlpSource::Env(OTLP_TRACES_ENDPOINT_ENV)
+                ))
+            );
+            c.telemetry.otlp_endpoint = "http://otel:4318/v1/traces".into();
+            assert_eq!(
+                c.telemetry.traces_endpoint().as_deref(),
+                Some("http://otel:4318/v1/traces")
+            );
+            assert!(c.describe_toml().contains("(from telemetry.otlp_endpoint)"));
+            Ok(())
+        });
+    }
 }

@@ -111,7 +111,9 @@ mod tests {
     fn origins_must_be_exact() {
         assert!(Origin::parse("https://app.example.com").is_ok());
         assert_eq!(
-            Origin::parse("http://localhost:3000/").unwrap().header_value(),
+            Origin::parse("http://localhost:3000/")
+                .unwrap()
+                .header_value(),
             "http://localhost:3000"
         );
         for bad in [

@@ -81,7 +81,10 @@ mod tests {
         let s = Secret::resolve(format!("file:{}", path.display())).unwrap();
         assert_eq!(s.expose(), "from-a-file");
         let missing = Secret::resolve("file:/nonexistent/secret".into()).unwrap_err();
-        assert!(missing.starts_with("cannot read secret file /nonexistent/secret: "), "{missing}");
+        assert!(
+            missing.starts_with("cannot read secret file /nonexistent/secret: "),
+            "{missing}"
+        );
         assert_eq!(Secret::resolve("plain".into()).unwrap().expose(), "plain");
     }
 }

@@ -54,7 +54,9 @@ impl Guard {
             match Verifier::new(auth) {
                 Some(v) => Auth::Tokens(v),
                 None => {
-                    tracing::error!("auth is enabled but no key is loaded; rejecting all API requests");
+                    tracing::error!(
+                        "auth is enabled but no key is loaded; rejecting all API requests"
+                    );
                     Auth::NoKey
                 }
             }

@@ -427,10 +427,7 @@ pub async fn replace(
 ) -> Result<Response, ApiError> {
     let fields = input.into_new_item().map_err(ApiError::Validation)?;
     let expected = check_if_match(&store, id, &headers).await?;
-    match store
-        .update(id, &fields, expected, now_micros())
-        .await?
-    {
+    match store.update(id, &fields, expected, now_micros()).await? {
         WriteOutcome::Done(item) => Ok(item_response(StatusCode::OK, &item)),
         WriteOutcome::NotFound => Err(not_found()),
         WriteOutcome::VersionMismatch => Err(stale()),

@@ -146,7 +146,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
                     async move { limit_error(&metrics, err).into_response() }
                 }))
                 .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(http.max_concurrent_requests))
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    http.max_concurrent_requests,
+                ))
                 .timeout(http.request_timeout)
         });
     let app = Router::new()

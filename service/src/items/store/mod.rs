@@ -194,4 +194,3 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
     histogram.observe(start.elapsed().as_secs_f64());
     Ok(conn?)
 }
-

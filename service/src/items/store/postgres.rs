@@ -8,9 +8,7 @@ use uuid::Uuid;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{Postgres, pool::PoolConnection};
 
-use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire,
-};
+use super::{CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire};
 use crate::items::model::{Item, NewItem, Price};
 
 pub struct PgStore {
@@ -251,5 +249,4 @@ impl ItemStore for PgStore {
             .await?;
         Ok(done.rows_affected())
     }
-
 }

@@ -8,9 +8,7 @@ use uuid::Uuid;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{Sqlite, pool::PoolConnection};
 
-use super::{
-    CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire,
-};
+use super::{CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome, acquire};
 use crate::items::model::{Item, NewItem, Price};
 
 pub struct SqliteStore {
