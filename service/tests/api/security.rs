@@ -1,15 +1,15 @@
 //! Security controls over real HTTP: JWT authentication and scopes, rate limiting, response
 //! hardening, CORS, slow and idle clients, and a suite of hostile inputs (issue 4).
 
-mod common;
-
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
+use crate::helpers::{
+    Backend, TEST_SECRET, TestApp, assert_problem, child::run, item, token, with_auth,
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Backend, TEST_SECRET, TestApp, assert_problem, child::run, item, token, with_auth};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use serde_json::{Value, json};
 use shipshape::config::Config;

@@ -24,18 +24,17 @@ pub enum Backend {
 }
 
 /// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::Sqlite).await } )*
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
         }
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() {
-                   if $crate::common::pg::skip_without_postgres() { return; }
-                   super::$name($crate::common::Backend::Postgres).await
+                   if $crate::helpers::pg::skip_without_postgres() { return; }
+                   super::$name($crate::helpers::Backend::Postgres).await
                } )*
         }
     };
