@@ -5,8 +5,13 @@
 #[macro_use]
 mod helpers;
 
+mod auth;
+mod connections;
+mod hardening;
+mod hostile_input;
 mod items;
+mod keys;
 mod observability;
 mod ops;
 mod process;
-mod security;
+mod rate_limit;

@@ -176,7 +176,7 @@ fn help_and_version_are_useful() {
 }
 
 /// `shipshape serve` for load tests from one address: auth and rate limiting off
-/// (tests/security.rs covers those), plus `extra`.
+/// (the auth and rate_limit modules cover those), plus `extra`.
 fn serve(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![("SHIPSHAPE_RATE_LIMIT__ENABLED", "false")];
     env.extend_from_slice(extra);
