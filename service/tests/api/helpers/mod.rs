@@ -1,6 +1,5 @@
 //! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL,
 //! sign tokens, talk raw HTTP.
-#![allow(dead_code)]
 
 pub mod child;
 pub mod jwt;
