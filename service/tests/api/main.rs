@@ -15,3 +15,4 @@ mod observability;
 mod ops;
 mod process;
 mod rate_limit;
+mod router;

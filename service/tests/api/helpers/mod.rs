@@ -1,5 +1,5 @@
-//! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL,
-//! sign tokens, talk raw HTTP.
+//! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL
+//! (or build its `Router` without a port), sign tokens, talk raw HTTP.
 
 pub mod child;
 pub mod jwt;
@@ -7,12 +7,14 @@ pub mod pg;
 
 use std::{sync::Arc, time::Duration};
 
+use axum::Router;
 use serde_json::{Value, json};
 use shipshape::{
     config::{Config, Secret},
     db,
     http::AppState,
     items::store::ItemStore,
+    metrics::Metrics,
     startup::Application,
 };
 use tokio::{
@@ -80,6 +82,15 @@ pub fn test_config(url: &str) -> Config {
     c.auth.enabled = false;
     c.rate_limit.enabled = false;
     c
+}
+
+/// The whole app as a `Router`, no port bound (drive it with `tower::ServiceExt::oneshot`):
+/// connected and its state built as `startup::Application` does. The one place the router
+/// tests construct the app, so a change to those constructors is a change here only.
+pub async fn router_for(config: Config) -> Router {
+    let store = db::connect(&config.database).await.expect("connect");
+    let metrics = Arc::new(Metrics::new(store.acquire_wait()));
+    shipshape::http::router(AppState::new(store, metrics, Arc::new(config)))
 }
 
 /// A 48-byte HS256 secret for tests.
