@@ -10,7 +10,7 @@ let
     # Crate directories: crane's commonCargoSources keeps Cargo.toml, Cargo.lock, *.rs, *.toml.
     cargoSources = ["service"];
     # Directories kept whole: data the compiler embeds (sqlx::migrate!) and data the tests read
-    # at run time under CARGO_MANIFEST_DIR (the PEM keys of tests/security.rs). The rust stage
+    # at run time under CARGO_MANIFEST_DIR (the PEM keys of tests/api/). The rust stage
     # (.ci/rust.sh) runs the whole test suite from a copy of exactly these files.
     dirs = ["service/migrations" "service/tests/fixtures"];
     # Kept whole when present: sqlx offline query data, cargo configuration.

@@ -486,6 +486,9 @@ def check_audit():
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        return
     cmd, args = sys.argv[1], sys.argv[2:]
     {"lock": check_lock, "paths": check_paths, "contract": check_contract,
      "image-config": lambda: check_image_config(*args),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Experiment 3: kill -9 during a stream of writes, on SQLite and PostgreSQL.
 
-service/tests/process.rs kills once, with 4 writers, and checks the acknowledged items. This
+service/tests/api/process.rs kills once, with 4 writers, and checks the acknowledged items. This
 goes further: 32 concurrent writers (creates, plus PATCHes of already acknowledged items), three
 kill -9 / restart rounds on the same database, killed at a random moment each time, and after
 every round *every* acknowledged write so far must read back exactly as acknowledged (an

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Experiment 1: graceful shutdown under load (SQLite; PostgreSQL is covered by service/tests/process.rs).
+"""Experiment 1: graceful shutdown under load (SQLite; PostgreSQL is covered by service/tests/api/process.rs).
 
-service/tests/process.rs already sends SIGTERM to the real binary with 4 sequential writers. This
+service/tests/api/process.rs already sends SIGTERM to the real binary with 4 sequential writers. This
 goes further: wrk drives the 90/10 GET/POST mix as fast as it can on 64 keep-alive connections
 while 16 accounting clients POST uniquely named items, and we check, during and after SIGTERM:
 

@@ -2,8 +2,6 @@
 //! the live `/metrics`, an in-process OTLP/HTTP receiver decodes the exported spans, and every
 //! log line is parsed as JSON (and searched for secrets).
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -12,7 +10,6 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
-use common::child::{Server, free_port};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, KeyValue, any_value},
@@ -20,6 +17,8 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use serde_json::Value;
+
+use crate::helpers::child::{Server, free_port};
 
 fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -56,7 +55,7 @@ async fn traffic(server: &Server) {
     for i in 0..20 {
         let r = c
             .post(server.url("/v1/items"))
-            .json(&common::item(&format!("m{i}")))
+            .json(&crate::helpers::item(&format!("m{i}")))
             .send()
             .await
             .unwrap();
@@ -576,12 +575,12 @@ async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let password = "pg-pass-Zx81";
     let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctdGVzdCJ9.c2VjcmV0LXNpZ25hdHVyZQ";
-    if common::pg::skip_without_postgres() {
+    if crate::helpers::pg::skip_without_postgres() {
         return;
     }
     // The test cluster trusts local connections, so the password is accepted and ignored:
     // it is there to be kept out of every log line.
-    let url = common::pg::fresh_database().await.replacen(
+    let url = crate::helpers::pg::fresh_database().await.replacen(
         "postgres@",
         &format!("postgres:{password}@"),
         1,
@@ -604,7 +603,7 @@ async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
         .header("cookie", format!("session={token}"))
         .header("user-agent", "log-test/1.0")
         .header("x-request-id", "log-req-1")
-        .json(&common::item("logged"))
+        .json(&crate::helpers::item("logged"))
         .send()
         .await
         .unwrap();

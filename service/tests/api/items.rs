@@ -1,9 +1,8 @@
 //! Black-box API tests over real HTTP, each run against SQLite and PostgreSQL.
 
-mod common;
-
-use common::{Backend, TestApp, assert_problem, item};
 use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, assert_problem, item};
 
 /// The `name` of every item on a list page, in order.
 fn names(page: &Value) -> Vec<String> {

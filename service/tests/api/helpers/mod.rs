@@ -1,20 +1,26 @@
-//! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL.
-#![allow(dead_code)]
+//! Test helpers: spawn the app on an ephemeral port against SQLite or a throwaway PostgreSQL
+//! (or build its `Router` without a port), sign tokens, talk raw HTTP.
 
 pub mod child;
+pub mod jwt;
 pub mod pg;
 
 use std::{sync::Arc, time::Duration};
 
+use axum::Router;
 use serde_json::{Value, json};
 use shipshape::{
     config::{Config, Secret},
     db,
     http::AppState,
     items::store::ItemStore,
+    metrics::Metrics,
     startup::Application,
 };
-use tokio::sync::oneshot;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::oneshot,
+};
 
 /// Which storage backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,18 +30,17 @@ pub enum Backend {
 }
 
 /// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
-#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::Sqlite).await } )*
+               async fn $name() { super::$name($crate::helpers::Backend::Sqlite).await } )*
         }
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() {
-                   if $crate::common::pg::skip_without_postgres() { return; }
-                   super::$name($crate::common::Backend::Postgres).await
+                   if $crate::helpers::pg::skip_without_postgres() { return; }
+                   super::$name($crate::helpers::Backend::Postgres).await
                } )*
         }
     };
@@ -71,11 +76,21 @@ pub fn test_config(url: &str) -> Config {
     c.http.shutdown_grace = Duration::from_secs(10);
     c.database.url = Secret::new(url);
     c.database.max_connections = 5;
-    // Auth and rate limiting are exercised in tests/security.rs; elsewhere they would only
-    // get in the way (tokens on every call, bursts of test traffic from one address).
+    // Auth and rate limiting are exercised in the auth, keys and rate_limit modules; elsewhere
+    // they would only get in the way (tokens on every call, bursts of test traffic from one
+    // address).
     c.auth.enabled = false;
     c.rate_limit.enabled = false;
     c
+}
+
+/// The whole app as a `Router`, no port bound (drive it with `tower::ServiceExt::oneshot`):
+/// connected and its state built as `startup::Application` does. The one place the router
+/// tests construct the app, so a change to those constructors is a change here only.
+pub async fn router_for(config: Config) -> Router {
+    let store = db::connect(&config.database).await.expect("connect");
+    let metrics = Arc::new(Metrics::new(store.acquire_wait()));
+    shipshape::http::router(AppState::new(store, metrics, Arc::new(config)))
 }
 
 /// A 48-byte HS256 secret for tests.
@@ -216,4 +231,82 @@ pub async fn assert_problem(r: reqwest::Response, status: u16) -> Value {
         "trace id in body = header"
     );
     body
+}
+
+/// A file under `service/tests/fixtures/` (found from the crate directory at run time).
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `method path` with an optional `Authorization` value (and an item body for POST and PUT).
+pub async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> reqwest::Response {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = app.client.request(m.clone(), app.url(path));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if m == reqwest::Method::POST || m == reqwest::Method::PUT {
+        req = req.json(&item("guarded"));
+    }
+    req.send().await.expect("request")
+}
+
+/// The `WWW-Authenticate` challenge, or empty.
+pub fn www_auth(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// `shipshape_requests_rejected_total{reason}` from the API port's `/metrics`.
+pub async fn rejected(app: &TestApp, reason: &str) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let needle = format!("shipshape_requests_rejected_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Asserts a 401 with an `invalid_token` challenge (or a bare one for a missing token).
+pub async fn assert_401(r: reqwest::Response, missing: bool, what: &str) {
+    let challenge = www_auth(&r);
+    if missing {
+        assert_eq!(challenge, r#"Bearer realm="shipshape""#, "{what}");
+    } else {
+        assert!(
+            challenge.starts_with(
+                r#"Bearer realm="shipshape", error="invalid_token", error_description=""#
+            ),
+            "{what}: {challenge}"
+        );
+    }
+    let body = assert_problem(r, 401).await;
+    assert_eq!(body["type"], "urn:shipshape:problem:unauthorized", "{what}");
+}
+
+/// Sends raw bytes and returns what the server answered until it closed the connection (or
+/// `limit` passed), and whether it closed.
+pub async fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> (String, bool) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading everything (413, 431): keep going.
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }

@@ -1,12 +1,9 @@
 //! Operational behaviour over real HTTP: probes, metrics, docs, trace headers, load shedding,
 //! timeouts, database outages and graceful shutdown with requests in flight.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use common::{Backend, TestApp, assert_problem, item, test_config};
 use serde_json::Value;
 use shipshape::{
     db,
@@ -19,6 +16,8 @@ use shipshape::{
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp, assert_problem, item, test_config};
 
 on_both_backends!(
     probes_answer,
@@ -165,7 +164,7 @@ async fn spawn_faulty(
     b: Backend,
     tweak: impl FnOnce(&mut shipshape::config::Config),
 ) -> (TestApp, Arc<Faulty>) {
-    let (url, dir) = common::database_url(b).await;
+    let (url, dir) = crate::helpers::database_url(b).await;
     let mut config = test_config(&url);
     tweak(&mut config);
     let faulty = Faulty::new(db::connect(&config.database).await.unwrap());

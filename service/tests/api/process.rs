@@ -1,8 +1,6 @@
 //! The real binary as operators run it: config errors, `config`, `healthcheck`, crash
 //! durability after `kill -9`, and SIGTERM under load.
 
-mod common;
-
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -13,12 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use serde_json::Value;
+
+use crate::helpers::{
     Backend,
     child::{Server, free_port, run},
     item,
 };
-use serde_json::Value;
 
 #[test]
 fn config_errors_exit_2_with_one_line_naming_key_and_source() {
@@ -177,7 +176,7 @@ fn help_and_version_are_useful() {
 }
 
 /// `shipshape serve` for load tests from one address: auth and rate limiting off
-/// (tests/security.rs covers those), plus `extra`.
+/// (the auth and rate_limit modules cover those), plus `extra`.
 fn serve(dir: &Path, db_url: &str, port: u16, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![("SHIPSHAPE_RATE_LIMIT__ENABLED", "false")];
     env.extend_from_slice(extra);
@@ -236,7 +235,7 @@ on_both_backends!(
 async fn db_url(b: Backend, dir: &Path) -> String {
     match b {
         Backend::Sqlite => format!("sqlite://{}/data/shipshape.db", dir.display()),
-        Backend::Postgres => common::pg::fresh_database().await,
+        Backend::Postgres => crate::helpers::pg::fresh_database().await,
     }
 }
 
@@ -520,7 +519,7 @@ fn serve_ephemeral(
 ) -> (Server, PathBuf) {
     let log = dir.join(format!("ephemeral-{port}.log"));
     let stderr = dir.join(format!("ephemeral-{port}.stderr"));
-    let child = common::child::command(dir)
+    let child = crate::helpers::child::command(dir)
         .args(args)
         .env("SHIPSHAPE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env(
@@ -572,7 +571,7 @@ async fn ephemeral_key_prints_one_working_token() {
         let r = client.get(&items).send().await.unwrap();
         assert_eq!(r.status(), 401, "auth is on");
         // A well-formed token signed with another key.
-        let other = common::token("local", &["items:read"]);
+        let other = crate::helpers::token("local", &["items:read"]);
         let r = client.get(&items).bearer_auth(&other).send().await.unwrap();
         assert_eq!(r.status(), 401, "a token of another key is refused");
         let mut tampered = token.to_owned();
