@@ -351,14 +351,13 @@ fn token_command_mints_a_token_the_service_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let cfg = shipshape::config::AuthConfig {
+    let mut cfg = shipshape::config::AuthConfig {
         hs256_secret: shipshape::config::Secret::new(TEST_SECRET),
         issuer: "local".into(),
         ..Default::default()
     };
-    let verifier = shipshape::auth::Verifier::from_config(&cfg)
-        .unwrap()
-        .unwrap();
+    cfg.load_keys().unwrap();
+    let verifier = shipshape::auth::Verifier::new(&cfg).unwrap();
     let p = verifier.verify(&token).expect("valid token");
     assert_eq!(p.subject, "ci");
     assert_eq!(p.scopes, ["items:read", "items:write"]);

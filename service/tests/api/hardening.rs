@@ -94,7 +94,7 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
 
     let on = TestApp::spawn_with(Backend::Sqlite, |c| {
         with_auth(c);
-        c.security.cors_origins = vec!["https://app.example.com".into()];
+        c.security.cors_origins = vec!["https://app.example.com".parse().unwrap()];
     })
     .await;
     let r = preflight(&on, "https://app.example.com").await.unwrap();

@@ -106,7 +106,7 @@ async fn hostile_inputs_get_clean_4xx_and_data_stays_intact(b: Backend) {
     };
 
     // Sizes.
-    let limit = app.state.config.http.body_limit;
+    let limit = app.state.body_limit.0;
     let big = json!({"name": "x", "description": "d".repeat(limit), "price": 1, "quantity": 1});
     h.expect(
         "oversized body",

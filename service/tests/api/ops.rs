@@ -5,14 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use shipshape::{
-    db,
-    items::{
-        model::{Item, NewItem},
-        store::{
-            CreateOutcome, Idempotency, ItemStore, ListQuery, PoolStats, StoreError, WriteOutcome,
-        },
-    },
+use shipshape::items::{
+    model::{Item, NewItem},
+    store::{CreateOutcome, Idempotency, ItemStore, ListQuery, Storage, StoreError, WriteOutcome},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -149,15 +144,6 @@ impl ItemStore for Faulty {
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
         self.inner.purge_idempotency_keys(before).await
     }
-    fn pool_stats(&self) -> PoolStats {
-        self.inner.pool_stats()
-    }
-    fn acquire_wait(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.inner.acquire_wait()
-    }
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
 }
 
 async fn spawn_faulty(
@@ -167,8 +153,14 @@ async fn spawn_faulty(
     let (url, dir) = crate::helpers::database_url(b).await;
     let mut config = test_config(&url);
     tweak(&mut config);
-    let faulty = Faulty::new(db::connect(&config.database).await.unwrap());
-    let app = TestApp::spawn_store(config, faulty.clone(), dir).await;
+    let metrics = Arc::new(shipshape::metrics::Metrics::new());
+    let storage = crate::helpers::connect(&config, &metrics).await;
+    let faulty = Faulty::new(storage.items);
+    let storage = Storage {
+        items: faulty.clone(),
+        pool: storage.pool,
+    };
+    let app = TestApp::spawn_storage(config, storage, metrics, dir).await;
     (app, faulty)
 }
 

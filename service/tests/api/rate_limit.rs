@@ -65,7 +65,7 @@ async fn rate_limit_keys_by_subject_and_by_trusted_forwarded_ip() {
         c.rate_limit.enabled = true;
         c.rate_limit.per_second = 1;
         c.rate_limit.burst = 2;
-        c.rate_limit.trusted_proxies = vec!["127.0.0.1".into()];
+        c.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
     let alice = bearer(&token("alice", &["items:read"]));
@@ -134,7 +134,7 @@ async fn many_concurrent_clients_past_the_rate_limit_get_clean_429s() {
         c.rate_limit.enabled = true;
         c.rate_limit.per_second = 5;
         c.rate_limit.burst = 10;
-        c.rate_limit.trusted_proxies = vec!["127.0.0.0/8".into()];
+        c.rate_limit.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
     let sentinel = app.create("sentinel").await;

@@ -11,11 +11,11 @@ use axum::Router;
 use serde_json::{Value, json};
 use shipshape::{
     config::{Config, Secret},
-    db,
     http::AppState,
-    items::store::ItemStore,
+    items::store::{self, Storage},
     metrics::Metrics,
     startup::Application,
+    telemetry::TracePolicy,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -74,7 +74,7 @@ pub fn test_config(url: &str) -> Config {
     c.http.listen = "127.0.0.1:0".parse().expect("addr");
     c.http.drain_delay = Duration::ZERO;
     c.http.shutdown_grace = Duration::from_secs(10);
-    c.database.url = Secret::new(url);
+    c.database.url = url.parse().expect("database url");
     c.database.max_connections = 5;
     // Auth and rate limiting are exercised in the auth, keys and rate_limit modules; elsewhere
     // they would only get in the way (tokens on every call, bursts of test traffic from one
@@ -87,10 +87,19 @@ pub fn test_config(url: &str) -> Config {
 /// The whole app as a `Router`, no port bound (drive it with `tower::ServiceExt::oneshot`):
 /// connected and its state built as `startup::Application` does. The one place the router
 /// tests construct the app, so a change to those constructors is a change here only.
-pub async fn router_for(config: Config) -> Router {
-    let store = db::connect(&config.database).await.expect("connect");
-    let metrics = Arc::new(Metrics::new(store.acquire_wait()));
-    shipshape::http::router(AppState::new(store, metrics, Arc::new(config)))
+pub async fn router_for(mut config: Config) -> Router {
+    config.auth.load_keys().expect("keys");
+    let metrics = Arc::new(Metrics::new());
+    let storage = connect(&config, &metrics).await;
+    let state = AppState::new(storage, metrics, &config, TracePolicy::default());
+    shipshape::http::router(state, &config)
+}
+
+/// Connects to `config`'s database as `Application::build` does.
+pub async fn connect(config: &Config, metrics: &Metrics) -> Storage {
+    store::connect(&config.database, metrics.acquire_wait())
+        .await
+        .expect("connect")
 }
 
 /// A 48-byte HS256 secret for tests.
@@ -109,8 +118,7 @@ pub fn token(sub: &str, scopes: &[&str]) -> String {
         ..Default::default()
     };
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-    shipshape::auth::keys::mint_hs256(&auth, sub, &scopes, Duration::from_secs(3600))
-        .expect("mint token")
+    shipshape::auth::mint_hs256(&auth, sub, &scopes, Duration::from_secs(3600)).expect("mint token")
 }
 
 impl TestApp {
@@ -123,17 +131,22 @@ impl TestApp {
         let (url, dir) = database_url(backend).await;
         let mut config = test_config(&url);
         tweak(&mut config);
-        let store = db::connect(&config.database).await.expect("connect");
-        Self::spawn_store(config, store, dir).await
+        let metrics = Arc::new(Metrics::new());
+        let storage = connect(&config, &metrics).await;
+        Self::spawn_storage(config, storage, metrics, dir).await
     }
 
-    /// Spawns over a given store (e.g. a wrapper that injects delays or failures).
-    pub async fn spawn_store(
-        config: Config,
-        store: Arc<dyn ItemStore>,
+    /// Spawns over given storage (e.g. a store wrapper that injects delays or failures); loads
+    /// the keys the config names, as `Config::load` does.
+    pub async fn spawn_storage(
+        mut config: Config,
+        storage: Storage,
+        metrics: Arc<Metrics>,
         dir: tempfile::TempDir,
     ) -> TestApp {
-        let app = Application::with_store(config, store).await.expect("bind");
+        config.auth.load_keys().expect("keys");
+        let app = Application::with_storage(config, storage, metrics, TracePolicy::default())
+            .expect("bind");
         let base = format!("http://{}", app.addr());
         let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let state = app.state();
