@@ -19,9 +19,9 @@ use super::{AppState, error::ApiError, otel};
 use crate::{
     metrics::RequestLabels,
     telemetry::{
-        self,
+        self, TracePolicy,
         context::RequestContext,
-        trace::{TraceContext, parse_traceparent},
+        trace::{TraceContext, TraceParent, parse_traceparent},
     },
 };
 
@@ -35,76 +35,100 @@ const MAX_REQUEST_ID: usize = 128;
 /// Bytes of `User-Agent` kept for the log line and the span.
 const MAX_USER_AGENT: usize = 256;
 
-/// Outermost layer: continues or starts the trace, serves the request inside its span, then
-/// records metrics, emits one `request completed` log line and sets the trace headers.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let parent = req
-        .headers()
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let path = req.uri().path().to_owned();
-    // Only valid ids get this far (see `request_id`).
-    let request_id = req.headers().get(&X_REQUEST_ID).cloned();
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| truncate(s, MAX_USER_AGENT).to_owned())
-        .unwrap_or_default();
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let request_size = content_length(req.headers());
+/// What the log line, the metrics and the span say of a request, read before it is served.
+struct Facts {
+    /// The caller's trace, from a valid `traceparent`.
+    parent: Option<TraceParent>,
+    method: &'static str,
+    /// Matched route template, or `unmatched`.
+    route: String,
+    path: String,
+    /// A valid `X-Request-Id` (invalid ones were dropped by [`request_id`]).
+    request_id: Option<HeaderValue>,
+    user_agent: String,
+    client: String,
+    request_size: u64,
+}
 
-    let policy = state.trace;
-    let exporting = policy.exporting();
-    let mut ctx = TraceContext::new(parent);
-    if parent.is_none() {
+impl Facts {
+    fn read(req: &Request) -> Facts {
+        let headers = req.headers();
+        Facts {
+            parent: headers
+                .get(&TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_traceparent),
+            method: method_label(req.method()),
+            route: req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned()),
+            path: req.uri().path().to_owned(),
+            request_id: headers.get(&X_REQUEST_ID).cloned(),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| truncate(s, MAX_USER_AGENT).to_owned())
+                .unwrap_or_default(),
+            client: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default(),
+            request_size: content_length(headers),
+        }
+    }
+}
+
+/// Continues the caller's trace or starts one (head-sampled as `policy` says), and creates the
+/// request's span when something reads it. Returns the trace context, the span (disabled when
+/// nothing reads it) and whether the request is exported.
+fn start_trace(policy: TracePolicy, f: &Facts) -> (TraceContext, tracing::Span, bool) {
+    let mut ctx = TraceContext::new(f.parent);
+    if f.parent.is_none() {
         // Head sampling of a trace we start; a caller's decision (the flag) is followed.
         let draw = u64::from_le_bytes(ctx.trace_id[8..].try_into().unwrap_or_default());
         ctx.sampled = policy.sample_new_trace(draw);
     }
-    let export = exporting && ctx.sampled;
+    let export = policy.exporting() && ctx.sampled;
     // A tracing span only when something reads it: the exporter (sampled requests) or the
     // human log format. JSON lines take the request's fields from the task-local context, so
     // an unexported request pays for no span (docs/observability.md#overhead).
-    let span = if export || policy.logs_use_spans() {
-        telemetry::request_span(export, || {
-            // Fields for the human log format (recorded only for it) and for the exporter:
-            // the span name and kind and the HTTP semantic-convention attributes (otel.rs).
-            tracing::info_span!(
-                "request",
-                trace_id = Empty,
-                span_id = Empty,
-                method = Empty,
-                route = Empty,
-                otel.name = Empty,
-                otel.kind = Empty,
-                http.request.method = Empty,
-                http.route = Empty,
-                url.path = Empty,
-                url.scheme = Empty,
-                client.address = Empty,
-                user_agent.original = Empty,
-                http.response.status_code = Empty,
-                otel.status_code = Empty,
-            )
-        })
-    } else {
-        tracing::Span::none()
-    };
+    if !export && !policy.logs_use_spans() {
+        return (ctx, tracing::Span::none(), false);
+    }
+    let span = telemetry::request_span(export, || {
+        // Fields for the human log format (recorded only for it) and for the exporter: the
+        // span name and kind and the HTTP semantic-convention attributes (otel.rs).
+        tracing::info_span!(
+            "request",
+            trace_id = Empty,
+            span_id = Empty,
+            method = Empty,
+            route = Empty,
+            otel.name = Empty,
+            otel.kind = Empty,
+            http.request.method = Empty,
+            http.route = Empty,
+            url.path = Empty,
+            url.scheme = Empty,
+            client.address = Empty,
+            user_agent.original = Empty,
+            http.response.status_code = Empty,
+            otel.status_code = Empty,
+        )
+    });
     if export {
-        let matched = (route != "unmatched").then_some(route.as_str());
-        ctx = otel::start_server_span(&span, parent, method, matched, &path, &client, &user_agent);
+        let matched = (f.route != "unmatched").then_some(f.route.as_str());
+        ctx = otel::start_server_span(
+            &span,
+            f.parent,
+            f.method,
+            matched,
+            &f.path,
+            &f.client,
+            &f.user_agent,
+        );
     }
     if policy.logs_use_spans() {
         let (trace_id, span_id) = (ctx.trace_id_hex(), ctx.span_id_hex());
@@ -113,11 +137,31 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             [
                 ("trace_id", Some(&trace_id.as_str())),
                 ("span_id", Some(&span_id.as_str())),
-                ("method", Some(&method)),
-                ("route", Some(&route.as_str())),
+                ("method", Some(&f.method)),
+                ("route", Some(&f.route.as_str())),
             ],
         );
     }
+    (ctx, span, export)
+}
+
+/// Outermost layer: continues or starts the trace, serves the request inside its context (and
+/// span, if any), then records metrics, emits one `request completed` log line and sets the
+/// trace headers. What it uses arrives in `state`: the metrics, the trace policy, draining.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let facts = Facts::read(&req);
+    let (ctx, span, export) = start_trace(state.trace, &facts);
+    let Facts {
+        method,
+        route,
+        path,
+        request_id,
+        user_agent,
+        client,
+        request_size,
+        ..
+    } = facts;
     let request = RequestContext {
         trace_id: ctx.trace_id,
         span_id: ctx.span_id,
