@@ -43,3 +43,61 @@ async fn get(url: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP server that answers `status_line` and returns its URL.
+    async fn answer(status_line: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let reply = format!("{status_line}\r\ncontent-length: 0\r\n\r\n");
+            let _ = s.write_all(reply.as_bytes()).await;
+        });
+        format!("http://{addr}/readyz?full=1")
+    }
+
+    #[tokio::test]
+    async fn succeeds_only_on_200() {
+        let ok = answer("HTTP/1.1 200 OK").await;
+        check(&ok, Duration::from_secs(5)).await.unwrap();
+        let down = answer("HTTP/1.1 503 Service Unavailable").await;
+        let e = check(&down, Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            e.to_string().ends_with("answered 503 Service Unavailable"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn says_why_it_failed() {
+        let e = check("https://127.0.0.1:1/readyz", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("only http:// URLs"), "{e}");
+        let e = check("not a url", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid URL"), "{e}");
+        // Nothing listens on port 1.
+        let e = check("http://127.0.0.1:1/readyz", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("connecting to 127.0.0.1:1"),
+            "{e:#}"
+        );
+        // A server that never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/readyz", silent.local_addr().unwrap());
+        let e = check(&url, Duration::from_millis(200)).await.unwrap_err();
+        assert!(e.to_string().contains("no answer from"), "{e}");
+    }
+}

@@ -255,3 +255,141 @@ fn bearer_challenge(e: &AuthError) -> HeaderValue {
 /// Marks an error response with its problem slug, for metrics and the request log.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use serde_json::Value;
+
+    use super::*;
+
+    async fn render(err: ApiError) -> (Response, Value) {
+        let mut response = err.into_response();
+        let body = std::mem::take(response.body_mut());
+        let bytes = to_bytes(body, 1 << 20).await.unwrap();
+        (response, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn header<'a>(r: &'a Response, name: &str) -> &'a str {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn every_error_is_problem_json_with_its_status_and_slug() {
+        let io = || sqlx::Error::Io(std::io::Error::other("down"));
+        for (err, status, slug) in [
+            (
+                ApiError::Validation(vec![FieldError::new("name", "bad")]),
+                422,
+                "validation",
+            ),
+            (
+                ApiError::InvalidQuery(vec![FieldError::new("limit", "bad")]),
+                422,
+                "validation",
+            ),
+            (ApiError::BadRequest("x".into()), 400, "bad-request"),
+            (ApiError::NotFound("x".into()), 404, "not-found"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
+            (
+                ApiError::IdempotencyKeyReused,
+                422,
+                "idempotency-key-reused",
+            ),
+            (
+                ApiError::PreconditionFailed("x".into()),
+                412,
+                "precondition-failed",
+            ),
+            (ApiError::PayloadTooLarge(1024), 413, "payload-too-large"),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported-media-type",
+            ),
+            (
+                ApiError::MethodNotAllowed("x".into()),
+                405,
+                "method-not-allowed",
+            ),
+            (
+                ApiError::Unauthorized(AuthError::Expired),
+                401,
+                "unauthorized",
+            ),
+            (
+                ApiError::InsufficientScope("items:write"),
+                403,
+                "insufficient-scope",
+            ),
+            (ApiError::Overloaded, 503, "overloaded"),
+            (ApiError::Timeout, 503, "timeout"),
+            (
+                ApiError::from(StoreError::Database(io())),
+                503,
+                "database-unavailable",
+            ),
+            (
+                ApiError::from(StoreError::Corrupt("tags".into())),
+                500,
+                "internal",
+            ),
+        ] {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            let (r, body) = render(err).await;
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(header(&r, "content-type"), PROBLEM_JSON);
+            assert_eq!(body["type"], format!("urn:shipshape:problem:{slug}"));
+            assert_eq!(body["status"], status);
+            assert_eq!(r.extensions().get::<ErrorKind>().map(|k| k.0), Some(slug));
+            assert_eq!(header(&r, "retry-after") == "1", status == 503, "{slug}");
+        }
+    }
+
+    #[tokio::test]
+    async fn validation_errors_list_the_fields() {
+        let (_, body) = render(ApiError::InvalidQuery(vec![
+            FieldError::new("tag", "bad"),
+            FieldError::new("q", "long"),
+        ]))
+        .await;
+        assert_eq!(body["detail"], "the query failed validation: `tag`, `q`");
+        assert_eq!(body["errors"][1]["field"], "q");
+    }
+
+    #[tokio::test]
+    async fn auth_errors_carry_rfc_6750_challenges() {
+        let (r, _) = render(ApiError::Unauthorized(AuthError::Missing)).await;
+        assert_eq!(header(&r, "www-authenticate"), "Bearer realm=\"shipshape\"");
+        let (r, _) = render(ApiError::Unauthorized(AuthError::Expired)).await;
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            "Bearer realm=\"shipshape\", error=\"invalid_token\", error_description=\"the token has expired\""
+        );
+        let (r, _) = render(ApiError::InsufficientScope("items:write")).await;
+        let challenge = header(&r, "www-authenticate");
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("scope=\"items:write\""), "{challenge}");
+    }
+
+    #[tokio::test]
+    async fn rate_limited_answers_say_when_to_retry() {
+        let (r, body) = render(ApiError::RateLimited {
+            retry_after: 3,
+            policy: "\"default\";q=100;w=2".into(),
+            status: "\"default\";r=0;t=3".into(),
+        })
+        .await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&r, "retry-after"), "3");
+        assert_eq!(header(&r, "ratelimit-policy"), "\"default\";q=100;w=2");
+        assert_eq!(header(&r, "ratelimit"), "\"default\";r=0;t=3");
+        assert_eq!(body["detail"], "too many requests: retry in 3 s");
+    }
+}

@@ -194,3 +194,42 @@ pub(crate) async fn acquire<DB: sqlx::Database>(
     histogram.observe(start.elapsed().as_secs_f64());
     Ok(conn?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_means_retry_later_and_the_rest_is_a_bug() {
+        let io = StoreError::Database(sqlx::Error::Io(std::io::Error::other("refused")));
+        assert!(io.is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(StoreError::Unreachable.is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Corrupt("tags".into()).is_unavailable());
+    }
+
+    #[test]
+    fn database_codes_that_mean_busy_or_unreachable() {
+        // PostgreSQL SQLSTATEs.
+        for code in ["57014", "08006", "08001", "57P01", "57P03", "53300"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22001"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+        // SQLite result codes: BUSY (5), LOCKED (6) and their extended forms.
+        for code in ["5", "6", "261", "517", "262"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "x"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        assert_eq!(now_micros().nanosecond() % 1000, 0);
+    }
+}
