@@ -228,3 +228,36 @@ fn install_panic_hook() {
         tracing::error!(panic = %message, location = %location, "panic");
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_ratio_becomes_a_threshold_on_the_draw() {
+        let all = TracePolicy::default();
+        assert!(all.sample_new_trace(u64::MAX) && !all.exporting() && !all.logs_use_spans());
+        let none = TracePolicy {
+            sample_threshold: TracePolicy::threshold(Some(0.0)),
+            ..all
+        };
+        assert!(!none.sample_new_trace(0));
+        let tenth = TracePolicy {
+            sample_threshold: TracePolicy::threshold(Some(0.1)),
+            ..all
+        };
+        assert!(tenth.sample_new_trace(u64::MAX / 20));
+        assert!(!tenth.sample_new_trace(u64::MAX / 5));
+        assert_eq!(TracePolicy::threshold(Some(1.0)), u64::MAX);
+        assert_eq!(TracePolicy::threshold(None), u64::MAX);
+    }
+
+    #[test]
+    fn error_chains_are_one_line() {
+        let e = anyhow::anyhow!("root cause")
+            .context("middle")
+            .context("top");
+        let chain = error_chain(e.as_ref());
+        assert_eq!(chain, "top: middle: root cause");
+    }
+}

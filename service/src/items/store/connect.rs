@@ -127,3 +127,53 @@ async fn connect_postgres(
         pool: Pool::Postgres(pool),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reachability_problems_are_retried_at_start_up() {
+        let refused = || sqlx::Error::Io(std::io::Error::other("connection refused"));
+        assert!(is_transient(&anyhow::Error::new(refused())));
+        assert!(is_transient(
+            &anyhow::Error::new(sqlx::Error::PoolTimedOut).context("connecting to PostgreSQL")
+        ));
+        assert!(!is_transient(&anyhow::Error::new(sqlx::Error::RowNotFound)));
+        assert!(!is_transient(&anyhow::anyhow!(
+            "applying SQLite migrations"
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_database_is_created_with_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DatabaseConfig {
+            url: DatabaseUrl::Sqlite(dir.path().join("new/dir/x.db")),
+            ..DatabaseConfig::default()
+        };
+        let storage = connect(&cfg, Histogram::new([0.1])).await.unwrap();
+        assert_eq!(storage.pool.backend(), crate::config::Backend::Sqlite);
+        assert_eq!(storage.pool.stats().max, cfg.max_connections);
+        storage.items.ping().await.unwrap();
+        storage.items.close().await;
+        assert!(dir.path().join("new/dir/x.db").exists());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_fails_after_the_start_up_timeout() {
+        let cfg = DatabaseConfig {
+            url: "postgres://nobody@127.0.0.1:1/none".parse().unwrap(),
+            startup_timeout: Duration::from_millis(300),
+            acquire_timeout: Duration::from_millis(100),
+            ..DatabaseConfig::default()
+        };
+        let started = tokio::time::Instant::now();
+        let e = connect(&cfg, Histogram::new([0.1])).await.err().unwrap();
+        assert!(
+            format!("{e:#}").contains("connecting to PostgreSQL"),
+            "{e:#}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
