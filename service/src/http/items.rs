@@ -617,6 +617,7 @@ mod tests {
                     let expected = match name {
                         "If-Match" | "If-None-Match" => ETAG_CONDITION_PATTERN,
                         "cursor" => cursor::PATTERN,
+                        "tag" => crate::items::model::TAG_PATTERN,
                         _ => continue,
                     };
                     assert_eq!(pattern, Some(expected), "{method} {path} {name}");
@@ -629,8 +630,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 5,
-            "If-None-Match on GET, If-Match on PUT/PATCH/DELETE, cursor"
+            seen, 6,
+            "If-None-Match on GET, If-Match on PUT/PATCH/DELETE, cursor, tag"
         );
     }
 

@@ -496,6 +496,20 @@ mod tests {
     }
 
     proptest! {
+        /// The documented patterns and the checks the server runs accept the same strings.
+        #[test]
+        fn patterns_and_rules_agree(s in "(\\PC|[\\x00-\\x20\\x7f-\\xa0]){0,40}") {
+            let tag = regex::Regex::new(TAG_PATTERN).unwrap();
+            prop_assert_eq!(tag.is_match(&s), is_valid_tag(&s));
+            let name = regex::Regex::new(NAME_PATTERN).unwrap();
+            prop_assert_eq!(
+                name.is_match(&s),
+                !s.trim().is_empty() && no_control_chars(&s).is_ok()
+            );
+            let description = regex::Regex::new(DESCRIPTION_PATTERN).unwrap();
+            prop_assert_eq!(description.is_match(&s), text_chars(&s).is_ok());
+        }
+
         #[test]
         fn any_two_decimal_price_round_trips(cents in 1i64..=MAX_PRICE_CENTS) {
             let text = format!("{}.{:02}", cents / 100, cents % 100);
