@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rust stage: formatting, clippy (-D warnings), the whole test suite (unit, API over real HTTP
+# Rust stage: formatting, clippy (-D warnings), the layer check, the whole test suite (unit, API over real HTTP
 # on SQLite and PostgreSQL, process tests of the real binary) under line coverage, run from a
 # copy of exactly the files the Nix source filter selects, and the debug binary that later
 # stages run.
@@ -13,6 +13,9 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' || rustup component add llvm-tools
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 ensure_cargo cargo-llvm-cov cargo-llvm-cov
+# cargo-modules draws the module graph for the layer check; 0.27.0 is the newest release that
+# builds with rustc 1.95 (0.28 needs 1.98).
+ensure_cargo cargo-modules cargo-modules --version 0.27.0
 # promtool and prometheus: the observability tests check the live scrape with the real consumers.
 ensure_apt promtool prometheus
 
@@ -21,6 +24,9 @@ cargo fmt --all --check
 
 log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "layers (the module graph points one way: service/src/lib.rs, docs/architecture.md)"
+python3 .ci/layers.py
 
 log "build (the binary later stages run)"
 cargo build --workspace --locked

@@ -520,7 +520,10 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::items::model::{MAX_PRICE_CENTS, MAX_QUANTITY, MAX_TAGS, Price};
+    use crate::{
+        config::Config,
+        items::model::{MAX_PRICE_CENTS, MAX_QUANTITY, MAX_TAGS, Price, TAG_PATTERN},
+    };
 
     fn item() -> Item {
         let now = now_micros();
@@ -606,7 +609,7 @@ mod tests {
     /// The patterns the OpenAPI document declares are the ones the server enforces.
     #[test]
     fn documented_patterns_are_the_enforced_ones() {
-        let served = crate::http::docs::openapi(&crate::config::Config::default());
+        let served = crate::http::docs::openapi(&Config::default());
         let doc = serde_json::to_value(served).unwrap();
         let mut seen = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
@@ -617,7 +620,7 @@ mod tests {
                     let expected = match name {
                         "If-Match" | "If-None-Match" => ETAG_CONDITION_PATTERN,
                         "cursor" => cursor::PATTERN,
-                        "tag" => crate::items::model::TAG_PATTERN,
+                        "tag" => TAG_PATTERN,
                         _ => continue,
                     };
                     assert_eq!(pattern, Some(expected), "{method} {path} {name}");

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::metrics::Format;
+use crate::{metrics::Format, telemetry::error_chain};
 
 /// The probes, and `/metrics` when `with_metrics` (not when `http.metrics_listen` moves it to
 /// its own listener: then the API port answers `/metrics` with 404).
@@ -64,7 +64,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         })
         .into_response(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "readiness: database check failed");
+            tracing::warn!(error = %error_chain(&e), "readiness: database check failed");
             not_ready("unavailable", "database check failed".into())
         }
         Err(_) => not_ready(

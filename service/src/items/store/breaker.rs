@@ -20,7 +20,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{CreateOutcome, Idempotency, ItemStore, ListQuery, StoreError, WriteOutcome};
-use crate::items::model::{Item, NewItem};
+use crate::{
+    items::model::{Item, NewItem},
+    telemetry::error_chain,
+};
 
 /// Pause between probes while the database stays unreachable (each probe itself waits up to
 /// `acquire_timeout`, retrying the connection with sqlx's backoff).
@@ -107,7 +110,7 @@ impl<S: ItemStore> Breaker<S> {
             return;
         }
         tracing::warn!(
-            error = %crate::telemetry::error_chain(cause),
+            error = %error_chain(cause),
             "database unreachable: answering 503 at once until a probe reaches it again"
         );
         let (inner, state) = (self.inner.clone(), self.state.clone());

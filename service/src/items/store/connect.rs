@@ -131,6 +131,7 @@ async fn connect_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Backend;
 
     #[test]
     fn only_reachability_problems_are_retried_at_start_up() {
@@ -153,7 +154,7 @@ mod tests {
             ..DatabaseConfig::default()
         };
         let storage = connect(&cfg, Histogram::new([0.1])).await.unwrap();
-        assert_eq!(storage.pool.backend(), crate::config::Backend::Sqlite);
+        assert_eq!(storage.pool.backend(), Backend::Sqlite);
         assert_eq!(storage.pool.stats().max, cfg.max_connections);
         storage.items.ping().await.unwrap();
         storage.items.close().await;
