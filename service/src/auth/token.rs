@@ -279,3 +279,120 @@ pub fn mint_hs256(
         why: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use jsonwebtoken::DecodingKey;
+
+    use super::*;
+    use crate::config::Secret;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn hs256(cfg: &mut AuthConfig) -> Verifier {
+        cfg.use_hs256_secret(Secret::new(SECRET)).unwrap();
+        Verifier::new(cfg).unwrap()
+    }
+
+    fn token(cfg: &AuthConfig, sub: &str) -> String {
+        mint_hs256(
+            cfg,
+            sub,
+            &["items:read".into(), "items:write".into()],
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_loaded_key_is_no_verifier() {
+        assert!(Verifier::new(&AuthConfig::default()).is_none());
+    }
+
+    #[test]
+    fn minted_tokens_verify_with_their_scopes() {
+        let mut cfg = AuthConfig::default();
+        let v = hs256(&mut cfg);
+        assert_eq!(format!("{v:?}"), "Verifier { keys: 1 }");
+        let header = format!("Bearer {}", token(&cfg, "ci"));
+        let p = v.authenticate(Some(header.as_bytes())).unwrap();
+        assert_eq!(p.subject, "ci");
+        assert!(p.has_scope("items:write") && !p.has_scope("admin"));
+    }
+
+    #[test]
+    fn malformed_headers_and_tokens_are_rejected() {
+        let mut cfg = AuthConfig::default();
+        let v = hs256(&mut cfg);
+        let check = |h: &[u8]| v.authenticate(Some(h)).unwrap_err();
+        assert_eq!(v.authenticate(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(check(b"Basic abc"), AuthError::Malformed);
+        assert_eq!(check(b"Bearer"), AuthError::Malformed);
+        assert_eq!(check(b"Bearer   "), AuthError::Malformed);
+        assert_eq!(check(&[0xff, 0xfe]), AuthError::Malformed);
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert_eq!(
+            check(long.as_bytes()),
+            AuthError::Invalid("the token is too long")
+        );
+        assert!(matches!(check(b"Bearer not.a.jwt"), AuthError::Invalid(_)));
+        let empty_sub = format!("Bearer {}", token(&cfg, ""));
+        assert_eq!(
+            check(empty_sub.as_bytes()),
+            AuthError::Invalid("the token's sub claim is empty or too long")
+        );
+        let other = AuthConfig {
+            hs256_secret: Secret::new("another-secret-another-secret-123"),
+            ..AuthConfig::default()
+        };
+        let forged = format!("Bearer {}", token(&other, "x"));
+        assert_eq!(
+            check(forged.as_bytes()),
+            AuthError::Invalid("the token signature is invalid")
+        );
+    }
+
+    #[test]
+    fn key_sets_select_by_kid() {
+        let mut cfg = AuthConfig::default();
+        let pinned = |_| PinnedKey {
+            key: DecodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            algorithm: Algorithm::HS256,
+        };
+        let set: HashMap<String, PinnedKey> = ["a", "b"]
+            .iter()
+            .map(|k| (k.to_string(), pinned(k)))
+            .collect();
+        cfg.keys = Some(VerificationKeys::Set(set));
+        let v = Verifier::new(&cfg).unwrap();
+        assert_eq!(format!("{v:?}"), "Verifier { keys: 2 }");
+        cfg.hs256_secret = Secret::new(SECRET);
+        let no_kid = token(&cfg, "x");
+        assert_eq!(
+            v.verify(&no_kid).unwrap_err(),
+            AuthError::Invalid("the token has no key id (kid)")
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        let with_kid = |kid: &str| {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(kid.into());
+            let claims =
+                serde_json::json!({"sub": "k", "exp": jsonwebtoken::get_current_timestamp() + 60});
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        assert_eq!(v.verify(&with_kid("b")).unwrap().subject, "k");
+        assert_eq!(
+            v.verify(&with_kid("zz")).unwrap_err(),
+            AuthError::Invalid("the token's key id (kid) is unknown")
+        );
+    }
+
+    #[test]
+    fn minting_needs_a_secret() {
+        let e = mint_hs256(&AuthConfig::default(), "x", &[], Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.key, "auth.hs256_secret");
+        assert!(e.why.starts_with("no HS256 secret is configured"));
+    }
+}

@@ -240,6 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_forgets_idle_clients_within_a_second() {
+        // 1000 per second: every bucket is full again long before the sweep.
+        let l = Limiter::new(&cfg(1000, 1, 16));
+        for i in 0..16u32 {
+            let _ = l.check(ClientKey::ip(IpAddr::from(i.to_be_bytes())));
+        }
+        assert_eq!(l.tracked(), 16);
+        std::thread::sleep(Duration::from_millis(1100));
+        // The table is full: this check sweeps first, and the newcomer gets its own bucket.
+        let _ = l.check(ClientKey::Subject("newcomer".into()));
+        assert_eq!(l.tracked(), 1, "idle clients forgotten");
+    }
+
+    #[test]
     fn retry_after_rounds_up() {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
