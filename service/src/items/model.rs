@@ -197,9 +197,12 @@ fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 /// The `name` schema: 1 to 100 characters of [`NAME_PATTERN`].
+// `example`, as utoipa's derive writes it, so the document is the one clients already have.
+#[allow(deprecated)]
 fn name_schema() -> utoipa::openapi::schema::Object {
     name_schema_builder()
-        .examples([serde_json::json!("Espresso cup")])
+        .description(Some("Trimmed; 1 to 100 characters, no control characters."))
+        .example(Some(serde_json::json!("Espresso cup")))
         .build()
 }
 
@@ -226,12 +229,15 @@ fn description_schema_builder(nullable: bool) -> utoipa::openapi::schema::Object
         .pattern(Some(DESCRIPTION_PATTERN))
 }
 
+/// `Option<String>`: JSON `null` is accepted and means no description.
 fn description_schema() -> utoipa::openapi::schema::Object {
-    description_schema_builder(false).build()
+    description_schema_builder(true)
+        .description(Some("Optional; up to 1000 characters."))
+        .build()
 }
 
-/// One tag: [`TAG_PATTERN`] (also the `tag` query parameter's schema).
-pub fn tag_schema() -> utoipa::openapi::schema::Object {
+/// One tag: [`TAG_PATTERN`].
+fn tag_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .pattern(Some(TAG_PATTERN))
