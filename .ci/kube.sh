@@ -47,7 +47,7 @@ echo "  kubernetes-validate $(kubernetes-validate --version), checkov $(checkov 
 echo "  CRD schemas: $SHIPSHAPE_SHARED_DIR/crd-schemas"
 
 out=$(mktemp -d /tmp/shipshape-kube.XXXXXX)
-trap 'rm -rf "$out"' EXIT
+on_exit 'rm -rf "$out"'
 
 log "render (kubectl kustomize)"
 declare -A dirs=([base]=kustomize/base [dev]=kustomize/overlays/dev [prod]=kustomize/overlays/prod)
@@ -101,15 +101,6 @@ export SHIPSHAPE_BIN="$PWD/$bin"
 echo "  ok   $("$SHIPSHAPE_BIN" --version)"
 
 start_postgres
-# lib.sh's own EXIT trap (_pg_stop) reads variables local to start_postgres, which are unset by
-# the time it runs under `set -u`; stop the throwaway server here from its exported directory.
-stop_pg() {
-  local as=""
-  [ "$(id -u)" = 0 ] && as="runuser -u postgres --"
-  $as pg_ctl -D "$SHIPSHAPE_TEST_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$SHIPSHAPE_TEST_PG_DIR"
-}
-trap 'rm -rf "$out"; stop_pg' EXIT
 
 log "pytest kustomize/tests (CRD schemas, policy, promtool, contract, platform)"
 "$CI_VENV/bin/python" -m pytest kustomize/tests -q -s -p no:cacheprovider -rfEs

@@ -55,13 +55,31 @@ ensure_cargo() {
   cargo install --locked --quiet "$crate" "$@"
 }
 
+# on_exit CMD: run CMD (a shell string) when the script exits, after every hook registered
+# later (last in, first out), keeping the script's exit status. Stage scripts register their
+# clean-up here instead of with `trap ... EXIT`, so no hook replaces another (start_postgres
+# registers its own stop).
+_EXIT_HOOKS=()
+_run_exit_hooks() {
+  local rc=$? i
+  for ((i = ${#_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${_EXIT_HOOKS[i]}" || true; done
+  exit "$rc"
+}
+on_exit() {
+  _EXIT_HOOKS+=("$1")
+  trap _run_exit_hooks EXIT
+}
+
 # start_postgres: start a throwaway PostgreSQL 15 cluster on a free loopback port, export
 # SHIPSHAPE_TEST_PG_URL (superuser URL; tests create their own databases) and stop it on exit.
+# When SHIPSHAPE_TEST_PG_URL is already set (an outer stage or the caller started one), that
+# one is used and nothing is started or stopped here.
 _PG_DIR="" _PG_AS=""
 _pg_stop() {
   [ -n "$_PG_DIR" ] || return 0
   $_PG_AS pg_ctl -D "$_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$_PG_DIR"
+  _PG_DIR=""
 }
 
 start_postgres() {
@@ -74,12 +92,12 @@ start_postgres() {
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
     chown postgres "$dir"; user="runuser -u postgres --"
   fi
+  # Globals, not locals: the exit hook runs after start_postgres has returned.
+  _PG_DIR=$dir _PG_AS=$user
+  on_exit _pg_stop
   $user initdb -D "$dir/data" -A trust -U postgres >/dev/null
   $user pg_ctl -D "$dir/data" -l "$dir/log" -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" -w start >/dev/null
   export SHIPSHAPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
   export SHIPSHAPE_TEST_PG_DIR="$dir"
-  # Globals, not locals: the EXIT trap runs after start_postgres has returned.
-  _PG_DIR=$dir _PG_AS=$user
-  trap _pg_stop EXIT
   log "PostgreSQL 15 at $SHIPSHAPE_TEST_PG_URL"
 }

@@ -34,8 +34,8 @@ export NIX_CONFIG="build-users-group ="
 root=$PWD
 filtered=$(mktemp -d /tmp/shipshape-filtered-src.XXXXXX)
 python3 nix/static-checks.py materialize "$filtered"
+on_exit 'rm -rf "$filtered"'
 start_postgres
-trap '_pg_stop; rm -rf "$filtered"' EXIT
 threshold=$(cat .ci/coverage-threshold)
 # CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them. The
 # checkout's target/ keeps the dependency builds; only the workspace crate is rebuilt.
