@@ -31,6 +31,31 @@ export SHIPSHAPE_SHARED_DIR="$SHARED_DIR"
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
+# wait_until SECONDS CMD...: run CMD every 100 ms until it succeeds (return 0) or SECONDS are up
+# (return 1).
+wait_until() {
+  local deadline=$(($(date +%s%3N) + $1 * 1000))
+  shift
+  until "$@"; do
+    [ "$(date +%s%3N)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+# http_ok URL: GET URL answers 200 (within 2 s).
+http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null)" = 200 ]; }
+
+# wait_ready URL SECONDS [ALIVE_CMD...]: wait until GET URL (a /readyz) answers 200, the one
+# readiness wait of the shell scripts. With ALIVE_CMD (e.g. `kill -0 $pid`), give up as soon as
+# it fails: the server died. Returns 0 when ready, 1 otherwise.
+_ready_or_gone() { local url=$1; shift; http_ok "$url" || ! "$@" 2>/dev/null; }
+wait_ready() {
+  local url=$1 secs=$2
+  shift 2
+  if [ $# -eq 0 ]; then wait_until "$secs" http_ok "$url"; return; fi
+  wait_until "$secs" _ready_or_gone "$url" "$@" && http_ok "$url"
+}
+
 _apt_updated=""
 # ensure_apt CMD PKG...: install Debian packages when CMD is not on PATH.
 ensure_apt() {
