@@ -13,7 +13,8 @@
 #      grace period >= preStop + drain_delay + shutdown_grace from the app's own config, ...);
 #   6. contract: the real binary started from the rendered Deployment (env, config file,
 #      Secret files, uid 65532, only the emptyDirs writable) answers the declared probes, the
-#      API, the ServiceMonitor's scrape, and drains cleanly on SIGTERM; prod against PostgreSQL;
+#      API, the ServiceMonitor's scrape, and exits 0 on SIGTERM within the grace period left
+#      after preStop; prod against PostgreSQL;
 #   7. platform components (test_platform.py, test_canary.py): the admission policy trusts
 #      exactly the release workflow's signing identity, the Flux image automation moves the
 #      prod digest, the gateway is the only trusted hop, the canary queries pass a good
