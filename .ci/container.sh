@@ -10,10 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-ensure_apt podman podman runc
-ensure_apt musl-gcc musl-tools
-ensure_apt readelf binutils
-ensure_apt curl curl
+ensure podman musl-gcc readelf curl
 
 arch=$(uname -m)
 target="$arch-unknown-linux-musl"

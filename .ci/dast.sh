@@ -15,11 +15,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-SCHEMATHESIS_VERSION="4.32.5"
 EXAMPLES="${DAST_EXAMPLES:-15}"
 SEEDS="${DAST_SEEDS:-4 7 13}"
-ensure_pip schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
-ensure_apt curl curl
+ensure schemathesis curl
 
 bin="${SHIPSHAPE_BIN:-target/debug/shipshape}"
 if [ ! -x "$bin" ]; then

@@ -33,12 +33,7 @@ export SHIPSHAPE_K8S_VERSIONS="$K8S_VERSIONS"
 
 log "tools"
 command -v kubectl >/dev/null || die "kubectl (with kustomize) is required"
-ensure_apt promtool prometheus
-ensure_apt setpriv util-linux
-ensure_pip kubernetes-validate "kubernetes-validate==1.37.0"
-ensure_pip checkov "checkov==3.3.30"
-"$CI_VENV/bin/python" -c 'import pytest, jsonschema, yaml' 2>/dev/null ||
-  "$CI_VENV/bin/pip" install -q --disable-pip-version-check pytest jsonschema pyyaml
+ensure promtool setpriv kubernetes-validate checkov pytest
 echo "  kubectl $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
 echo "  $(promtool --version 2>&1 | head -1)"
 echo "  kubernetes-validate $(kubernetes-validate --version), checkov $(checkov --version)"

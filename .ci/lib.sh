@@ -56,6 +56,58 @@ wait_ready() {
   wait_until "$secs" _ready_or_gone "$url" "$@" && http_ok "$url"
 }
 
+# Tool installs are declared once, in .ci/tools.toml (nix/shell.nix builds the dev shell from
+# the same file). Stage scripts call `ensure CMD...`; the ensure_* helpers below do the work.
+TOOLS_TOML="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tools.toml"
+
+# ensure CMD...: install each command as .ci/tools.toml declares it, unless it is installed
+# already (then nothing is installed and no registry is asked: a pip tool counts when it is in
+# its venv, anything else when PATH finds it). An entry marked optional only logs a failed
+# install.
+ensure() {
+  local cmd kind venv optional
+  local -a spec args
+  for cmd in "$@"; do
+    [ -x "$CI_VENV/bin/$cmd" ] && continue
+    mapfile -t spec < <(_tool_spec "$cmd")
+    [ "${#spec[@]}" -ge 3 ] || die "ensure $cmd: no usable [tools.$cmd] entry in $TOOLS_TOML"
+    kind=${spec[0]} venv=${spec[1]} optional=${spec[2]} args=("${spec[@]:3}")
+    case $kind in
+      apt) ensure_apt "$cmd" "${args[@]}" ;;
+      pip) ensure_pip "$cmd" "${args[@]}" ;;
+      pip-venv) _pip_install "$CI_CACHE/venv-$venv" "$cmd" "${args[@]}" ;;
+      cargo) ensure_cargo "$cmd" "${args[@]}" ;;
+      *) command -v "$cmd" >/dev/null 2>&1 || die "$cmd is not installed, and $TOOLS_TOML has no way to install it here (nixpkgs only)" ;;
+    esac || { [ "$optional" = 1 ] && log "$cmd not installed (optional)" && continue; die "installing $cmd failed"; }
+  done
+}
+
+# _tool_spec CMD: kind, venv, optional (1 or 0), then the install arguments, one per line.
+_tool_spec() {
+  python3 - "$TOOLS_TOML" "$1" <<'PY'
+import sys
+try:
+    import tomllib
+except ImportError:
+    sys.exit(f"{sys.argv[1]}: reading it needs Python 3.11+ (tomllib)")
+t = tomllib.load(open(sys.argv[1], "rb")).get("tools", {}).get(sys.argv[2])
+if t is None:
+    sys.exit(f"{sys.argv[1]}: no [tools.{sys.argv[2]}]")
+def as_list(v):
+    return [v] if isinstance(v, str) else list(v)
+opt = "1" if t.get("optional") else "0"
+if "apt" in t:
+    out = ["apt", "", opt] + as_list(t["apt"])
+elif "pip" in t:
+    out = ["pip-venv" if "venv" in t else "pip", t.get("venv", ""), opt] + as_list(t["pip"])
+elif "cargo" in t:
+    out = ["cargo", "", opt, t["cargo"]] + (["--version", t["version"]] if "version" in t else [])
+else:
+    out = ["none", "", opt]
+print("\n".join(out))
+PY
+}
+
 _apt_updated=""
 # ensure_apt CMD PKG...: install Debian packages when CMD is not on PATH.
 ensure_apt() {
@@ -68,16 +120,20 @@ ensure_apt() {
 # ensure_pip CMD SPEC...: install Python tools into the cached venv when CMD is missing.
 ensure_pip() {
   local cmd=$1; shift
-  [ -x "$CI_VENV/bin/$cmd" ] && return 0
-  [ -x "$CI_VENV/bin/python" ] || python3 -m venv "$CI_VENV"
-  "$CI_VENV/bin/pip" install -q --disable-pip-version-check "$@"
+  _pip_install "$CI_VENV" "$cmd" "$@"
+}
+_pip_install() { # _pip_install VENV CMD SPEC...
+  local venv=$1 cmd=$2; shift 2
+  [ -x "$venv/bin/$cmd" ] && return 0
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$@"
 }
 
 # ensure_cargo CMD CRATE [ARGS...]: cargo install --locked when CMD is missing.
 ensure_cargo() {
   local cmd=$1 crate=$2; shift 2
   command -v "$cmd" >/dev/null 2>&1 && return 0
-  cargo install --locked --quiet "$crate" "$@"
+  nice -n 10 cargo install --locked --quiet "$crate" "$@"
 }
 
 # on_exit CMD: run CMD (a shell string) when the script exits, after every hook registered
@@ -109,7 +165,7 @@ _pg_stop() {
 
 start_postgres() {
   [ -n "${SHIPSHAPE_TEST_PG_URL:-}" ] && return 0
-  command -v initdb >/dev/null 2>&1 || ensure_apt initdb postgresql-15
+  ensure initdb
   local dir port user=""
   dir=$(mktemp -d /tmp/shipshape-ci-pg.XXXXXX)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -19,11 +19,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 log "tools"
-ensure_apt wrk wrk
-ensure_apt taskset util-linux
-command -v initdb >/dev/null 2>&1 || ensure_apt initdb postgresql-15
 # oha gives the benchmark's fixed-rate figures; the stage works without it (that scenario is skipped).
-command -v oha >/dev/null 2>&1 || nice -n 10 cargo install --locked --quiet oha || log "oha not installed; skipping fixed-rate"
+ensure wrk taskset initdb oha
 
 if [ -z "${SHIPSHAPE_BIN:-}" ]; then
   [ -x target/debug/shipshape ] || cargo build --locked -p shipshape

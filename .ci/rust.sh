@@ -11,10 +11,8 @@ log "toolchain"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' || rustup component add llvm-tools
-command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-ensure_cargo cargo-llvm-cov cargo-llvm-cov
 # promtool and prometheus: the observability tests check the live scrape with the real consumers.
-ensure_apt promtool prometheus
+ensure cargo-nextest cargo-llvm-cov promtool
 
 log "rustfmt"
 cargo fmt --all --check
@@ -29,7 +27,7 @@ log "tests (SQLite and PostgreSQL) with line coverage, from the Nix build's sour
 # The flake's nextest check sees only the files nix/source.nix selects, so the suite runs from a
 # copy of exactly those files: a test that reads a file the filter drops fails here, not on the
 # first `nix flake check`. nix-instantiate evaluates the filter spec (no nixpkgs needed).
-ensure_apt nix-instantiate nix-bin
+ensure nix-instantiate
 export NIX_CONFIG="build-users-group ="
 root=$PWD
 filtered=$(mktemp -d /tmp/shipshape-filtered-src.XXXXXX)

@@ -36,20 +36,8 @@ cleanup() {
 on_exit cleanup
 
 log "workflows: tools"
-ensure_apt shellcheck shellcheck
-ensure_apt haproxy haproxy
-ensure_apt jq jq
-ensure_apt curl curl
-ensure_pip yamllint 'yamllint==1.38.0'
-ensure_pip zizmor 'zizmor==1.32.0'
-ensure_pip checkov 'checkov==3.3.30'
-# check-jsonschema pins click/packaging versions that clash with semgrep and checkov in the
-# shared venv, so it gets a venv of its own.
-wf_venv="$CI_CACHE/venv-workflows"
-if [ ! -x "$wf_venv/bin/check-jsonschema" ]; then
-  python3 -m venv "$wf_venv"
-  "$wf_venv/bin/pip" install -q --disable-pip-version-check 'check-jsonschema==0.39.0'
-fi
+ensure shellcheck haproxy jq curl yamllint zizmor checkov check-jsonschema
+wf_venv="$CI_CACHE/venv-workflows" # check-jsonschema's own venv (.ci/tools.toml says why)
 printf '%s\n' "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(yamllint --version)," \
   "$(zizmor --version), checkov $(checkov --version 2>/dev/null), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
 

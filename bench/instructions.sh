@@ -18,8 +18,7 @@ cd "$(dirname "$0")/.."
 source .ci/lib.sh # tool installs, wait_ready
 top=0
 if [ "${1:-}" = --top ]; then top=25; shift; fi
-command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+ensure valgrind wrk
 bin=${SHIPSHAPE_BIN:-${CARGO_TARGET_DIR:-target}/release/shipshape}
 [ -x "$bin" ] || cargo build --release --locked -p shipshape
 
