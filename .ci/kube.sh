@@ -43,7 +43,7 @@ echo "  kubernetes-validate $(kubernetes-validate --version), checkov $(checkov 
 echo "  CRD schemas: $SHIPSHAPE_SHARED_DIR/crd-schemas"
 
 out=$(mktemp -d /tmp/shipshape-kube.XXXXXX)
-on_exit 'rm -rf "$out"'
+on_exit "rm -rf '$out'"
 
 log "render (kubectl kustomize)"
 declare -A dirs=([base]=kustomize/base [dev]=kustomize/overlays/dev [prod]=kustomize/overlays/prod)

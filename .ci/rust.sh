@@ -32,7 +32,7 @@ export NIX_CONFIG="build-users-group ="
 root=$PWD
 filtered=$(mktemp -d /tmp/shipshape-filtered-src.XXXXXX)
 python3 nix/static-checks.py materialize "$filtered"
-on_exit 'rm -rf "$filtered"'
+on_exit "rm -rf '$filtered'"
 start_postgres
 threshold=$(cat .ci/coverage-threshold)
 # CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them. The

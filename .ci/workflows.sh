@@ -247,8 +247,11 @@ result "smoke.sh fails against a dead URL" "$rc"
 log "workflows: rolling restart under load, 2 instances on one PostgreSQL database behind HAProxy"
 start_postgres # stopped on exit if this script started it
 cluster=""
+cluster_down() {
+  if [ -n "$cluster" ] && [ -f "$cluster/bin" ]; then .github/scripts/local-cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi
+}
 # Registered after start_postgres, so it runs first: the instances stop before their database.
-on_exit 'if [ -n "$cluster" ] && [ -f "$cluster/bin" ]; then .github/scripts/local-cluster.sh down "$cluster" >/dev/null 2>&1 || true; fi'
+on_exit cluster_down
 db="shipshape_rr_$$"
 psql "$SHIPSHAPE_TEST_PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
 cluster="$work/cluster"
