@@ -10,10 +10,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-ensure_apt podman podman runc
-ensure_apt musl-gcc musl-tools
-ensure_apt readelf binutils
-ensure_apt curl curl
+ensure podman musl-gcc readelf curl
 
 arch=$(uname -m)
 target="$arch-unknown-linux-musl"
@@ -145,12 +142,11 @@ pm run -d --name "$name" --network host --no-healthcheck \
 
 logs() { pm logs "$name" 2>&1 | tail -n 40 | sed 's/^/  | /'; }
 running() { [ "$(pm inspect --format '{{.State.Running}}' "$name")" = true ]; }
-for i in $(seq 1 60); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ] && break
-  running || { logs; die "container exited before it became ready"; }
-  [ "$i" -lt 60 ] || { logs; die "/readyz not 200 within 30s"; }
-  sleep 0.5
-done
+if ! wait_ready "$base/readyz" 30 running; then
+  logs
+  running || die "container exited before it became ready"
+  die "/readyz not 200 within 30s"
+fi
 echo "  ok   /readyz 200 $(python3 -c "import time; print(f'{time.time() - $started:.1f}')")s after start"
 [ "$(pm exec "$name" /bin/sh -c true 2>/dev/null && echo shell)" != shell ] || die "the image has a shell"
 echo "  ok   no shell in the image"

@@ -15,11 +15,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
-SCHEMATHESIS_VERSION="4.32.5"
 EXAMPLES="${DAST_EXAMPLES:-15}"
 SEEDS="${DAST_SEEDS:-4 7 13}"
-ensure_pip schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
-ensure_apt curl curl
+ensure schemathesis curl
 
 bin="${SHIPSHAPE_BIN:-target/debug/shipshape}"
 if [ ! -x "$bin" ]; then
@@ -62,12 +60,7 @@ run_bin() {
 log "start shipshape on $base (auth on)"
 run_bin serve >"$work/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 1 150); do
-  curl -fsS "$base/readyz" >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; die "shipshape exited at start-up"; }
-  sleep 0.2
-done
-curl -fsS "$base/readyz" >/dev/null || { cat "$work/server.log"; die "shipshape not ready"; }
+wait_ready "$base/readyz" 30 kill -0 "$server_pid" || { cat "$work/server.log"; die "shipshape not ready (or exited at start-up)"; }
 
 token=$(run_bin token --sub dast --scope items:read --scope items:write --ttl 30m)
 [ -n "$token" ] || die "shipshape token printed nothing"

@@ -65,10 +65,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench" / "lib"))
+import harness  # noqa: E402  (the Python glue's one readiness wait)
+
 SHARED = Path(os.environ.get("SHIPSHAPE_SHARED_DIR") or REPO.parent / "shared")
 LANGS = {"sh", "bash", "shell", "console"}
 # Programs that may appear in a command that runs here.
@@ -832,21 +834,11 @@ class Session:
         self.server = subprocess.Popen(["bash", "-c", self.script(command, save=False)], stdout=log,
                                        stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
                                        start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                raise Fail(f"the server exited with {self.server.returncode} before it was "
-                           f"ready:\n{self.server_log.read_text()[-1500:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise Fail(f"the server did not answer /readyz 200 on :{port} within 30 s:\n"
-                       f"{self.server_log.read_text()[-1500:]}")
+        try:
+            harness.wait_ready(port, 30, interval=0.1, alive=lambda: self.server.poll() is None)
+        except harness.Failure as e:
+            code = f" (exit {self.server.returncode})" if self.server.poll() is not None else ""
+            raise Fail(f"{e}{code}:\n{self.server_log.read_text()[-1500:]}") from None
         self.learn(self.server_log.read_text(errors="replace"))
 
     def stop_server(self):

@@ -13,9 +13,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 command -v kubectl >/dev/null || die "kubectl (with kustomize) is required"
-ensure_apt curl curl
-ensure_apt unshare util-linux
-ensure_apt ip iproute2
+ensure curl unshare ip
 
 bin=${SHIPSHAPE_BIN:-target/debug/shipshape}
 if [ ! -x "$bin" ]; then

@@ -15,9 +15,7 @@ cd "$(dirname "$0")/.."
 # Debian's nix-bin expects a nixbld group it does not create; parsing and eval need none.
 export NIX_CONFIG="build-users-group ="
 
-ensure_apt nix-instantiate nix-bin
-ensure_cargo deadnix deadnix
-ensure_cargo taplo taplo-cli
+ensure nix-instantiate deadnix taplo
 
 # The alejandra library, pinned by nix/fmt-check/Cargo.lock: the same formatter `nix fmt` runs.
 log "build the alejandra formatter (nix/fmt-check)"
@@ -65,10 +63,13 @@ python3 nix/static-checks.py placeholders || die "a crane builder would use plac
 log "static image build: rust-overlay's prebuilt musl toolchain, not pkgsStatic's rustc"
 python3 nix/static-checks.py static-toolchain || die "the static build's toolchain is wrong (see nix/static.nix)"
 
+log "dev shell: nix/shell.nix takes its packages from .ci/tools.toml"
+python3 nix/static-checks.py devshell || die "the dev shell and .ci/tools.toml disagree"
+
 log "the flake's cargo-audit check, run here with the real cargo-audit"
 # The exact command crane's cargoAudit runs for our check (arguments from nix/audit.nix, i.e.
 # deny.toml's reviewed ignores), on the advisory-db snapshot flake.lock locks.
-ensure_cargo cargo-audit cargo-audit --version 0.22.2
+ensure cargo-audit
 python3 nix/static-checks.py audit || die "the flake's cargo-audit check would fail"
 
 log "taplo fmt --check (same config as the toml-fmt flake check)"

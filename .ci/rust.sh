@@ -11,13 +11,9 @@ log "toolchain"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' || rustup component add llvm-tools
-command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-ensure_cargo cargo-llvm-cov cargo-llvm-cov
-# cargo-modules draws the module graph for the layer check; 0.27.0 is the newest release that
-# builds with rustc 1.95 (0.28 needs 1.98).
-ensure_cargo cargo-modules cargo-modules --version 0.27.0
 # promtool and prometheus: the observability tests check the live scrape with the real consumers.
-ensure_apt promtool prometheus
+# cargo-modules draws the module graph for the layer check (.ci/tools.toml pins the version).
+ensure cargo-nextest cargo-llvm-cov cargo-modules promtool
 
 log "rustfmt"
 cargo fmt --all --check
@@ -35,13 +31,13 @@ log "tests (SQLite and PostgreSQL) with line coverage, from the Nix build's sour
 # The flake's nextest check sees only the files nix/source.nix selects, so the suite runs from a
 # copy of exactly those files: a test that reads a file the filter drops fails here, not on the
 # first `nix flake check`. nix-instantiate evaluates the filter spec (no nixpkgs needed).
-ensure_apt nix-instantiate nix-bin
+ensure nix-instantiate
 export NIX_CONFIG="build-users-group ="
 root=$PWD
 filtered=$(mktemp -d /tmp/shipshape-filtered-src.XXXXXX)
 python3 nix/static-checks.py materialize "$filtered"
+on_exit "rm -rf '$filtered'"
 start_postgres
-trap '_pg_stop; rm -rf "$filtered"' EXIT
 threshold=$(cat .ci/coverage-threshold)
 # CI=true makes a missing PostgreSQL fail the PostgreSQL tests instead of skipping them. The
 # checkout's target/ keeps the dependency builds; only the workspace crate is rebuilt.

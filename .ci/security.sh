@@ -18,7 +18,6 @@ SHARED="$SHARED_DIR" # from lib.sh
 ADVISORY_SRC="$SHARED/advisory-db"
 # cargo-deny looks for the RustSec DB in <db-path>/advisory-db-<hash of its URL>.
 ADVISORY_DIRNAME="advisory-db-3157b0e258782691"
-SEMGREP_VERSION="1.185.0"
 export SEMGREP_ENABLE_VERSION_CHECK=0 SEMGREP_SEND_METRICS=off
 
 work=$(mktemp -d /tmp/shipshape-security.XXXXXX)
@@ -31,9 +30,7 @@ fail() { summary+=("  FAIL  $1"); echo "  FAIL $1" >&2; failed=1; }
 
 log "tools"
 [ -d "$ADVISORY_SRC/crates" ] || die "RustSec snapshot not found at $ADVISORY_SRC (shared/ beside the checkout, or set SHIPSHAPE_SHARED_DIR)"
-ensure_cargo cargo-deny cargo-deny --version 0.20.2
-ensure_cargo cargo-audit cargo-audit --version 0.22.2
-ensure_pip semgrep "semgrep==$SEMGREP_VERSION"
+ensure cargo-deny cargo-audit semgrep
 echo "  $(cargo deny --version)  |  cargo-audit $(cargo audit --version | awk '{print $NF}')  |  semgrep $(semgrep --version 2>/dev/null)"
 # cargo-deny --offline reads crate sources from the local cargo cache (license texts).
 cargo fetch --locked --quiet

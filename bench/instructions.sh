@@ -14,10 +14,11 @@
 # target/release/shipshape); the top functions are printed with --top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh # tool installs, wait_ready
 top=0
 if [ "${1:-}" = --top ]; then top=25; shift; fi
-command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+ensure valgrind wrk
 bin=${SHIPSHAPE_BIN:-${CARGO_TARGET_DIR:-target}/release/shipshape}
 [ -x "$bin" ] || cargo build --release --locked -p shipshape
 
@@ -37,8 +38,7 @@ env -i PATH="$PATH" HOME="$HOME" \
   valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" --dump-instr=no "$bin" serve >"$d/server.log" 2>"$d/valgrind.log" &
 vg=$!
 pids+=("$vg")
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { tail -5 "$d/valgrind.log" "$d/server.log" >&2; exit 1; }
+wait_ready "http://127.0.0.1:$port/readyz" 60 kill -0 "$vg" || { tail -5 "$d/valgrind.log" "$d/server.log" >&2; exit 1; }
 # The bench harness's own seeding: 50 items, then their ids for the Lua script.
 python3 - "$port" "$d/ids" <<'EOF'
 import pathlib, sys

@@ -12,13 +12,13 @@
 # 6.1 cannot read rustc's DWARF, so the profiled copy keeps the symbol table only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh # PATH, ensure
 mode=${1:-get}
 secs=${2:-5}
 shift $(($# < 2 ? $# : 2))
 
-command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null || { echo "perf missing" >&2; exit 1; }; }
-command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+ensure perf wrk
 if [ -z "${SHIPSHAPE_PROFILE_BIN:-}" ]; then
   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/profiling} CARGO_PROFILE_RELEASE_STRIP=none \
     cargo build --release --locked -p shipshape

@@ -12,7 +12,8 @@
 # load generator to CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:/usr/lib/postgresql/15/bin:$PATH"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh # PATH (cargo, PostgreSQL 15), ensure
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -20,18 +21,9 @@ for a in "$@"; do
   case $a in -h | --help) exec python3 bench/bench.py --help ;; esac
 done
 
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || {
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-  }
-}
-command -v taskset >/dev/null || apt_install util-linux
-command -v wrk >/dev/null || { say "installing wrk (apt)"; apt_install wrk; }
-if ! command -v oha >/dev/null; then
-  # oha gives the open-loop (fixed-rate) figures; without it that scenario is skipped.
-  say "installing oha (cargo install --locked oha, a few minutes, once)"
-  nice -n 10 cargo install --locked --quiet oha || say "oha install failed: the fixed-rate scenario will be skipped"
-fi
+# oha gives the open-loop (fixed-rate) figures; without it that scenario is skipped. A first
+# install of oha takes a few minutes (cargo install).
+ensure taskset wrk oha
 
 if [ -z "${SHIPSHAPE_BIN:-}" ]; then
   say "building the release binary"

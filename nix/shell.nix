@@ -1,48 +1,29 @@
 # `nix develop`: the Rust toolchain (craneLib.devShell adds cargo, rustc, clippy, rustfmt) and
-# every tool the CI gates and the runbooks use. Tools nixpkgs cannot build for this platform
-# (e.g. some on macOS) are left out instead of breaking the shell.
+# every tool of .ci/tools.toml that names a nixpkgs attribute: the one list of the tools CI and
+# the runbooks use, from which .ci/lib.sh's `ensure` installs them on machines without Nix.
+# Tools nixpkgs cannot build for this platform (e.g. some on macOS) are left out instead of
+# breaking the shell.
 {
   lib,
   pkgs,
   craneLib,
   formatter,
-}:
-craneLib.devShell {
-  packages = builtins.filter (lib.meta.availableOn pkgs.stdenv.hostPlatform) (with pkgs; [
-    # Rust
-    rust-analyzer
-    cargo-nextest
-    cargo-deny
-    cargo-audit
-    sqlx-cli
-    taplo
-    # Kubernetes
-    kubectl
-    kustomize
-    minikube
-    kubeconform
-    kubernetes-validate
-    # Security and lint
-    trivy
-    zap
-    semgrep
-    checkov
-    actionlint
-    zizmor
-    # Nix
-    formatter
-    deadnix
-    statix
-    # Runtime and load
-    prometheus.cli # promtool
-    postgresql
-    oha
-  ]);
+}: let
+  inherit (builtins.fromTOML (builtins.readFile ../.ci/tools.toml)) tools;
+  # Each attribute path once ("prometheus.cli", "util-linux"): several commands share a package.
+  attrs = builtins.attrNames (builtins.listToAttrs (map (t: {
+    name = t.nixpkgs;
+    value = null;
+  }) (builtins.filter (t: t ? nixpkgs) (builtins.attrValues tools))));
+  fromPath = attr: builtins.foldl' (set: name: set.${name}) pkgs (builtins.filter builtins.isString (builtins.split "[.]" attr));
+in
+  craneLib.devShell {
+    packages = builtins.filter (lib.meta.availableOn pkgs.stdenv.hostPlatform) ([formatter] ++ map fromPath attrs);
 
-  shellHook = ''
-    echo "shipshape dev shell ($(rustc --version))"
-    echo "  cargo run -- serve      service on http://127.0.0.1:8080 (SQLite in ./data)"
-    echo "  cargo nextest run       tests (PostgreSQL ones use SHIPSHAPE_TEST_PG_URL)"
-    echo "  nix flake check         every CI gate; bash .ci/run runs them without Nix"
-  '';
-}
+    shellHook = ''
+      echo "shipshape dev shell ($(rustc --version))"
+      echo "  cargo run -- serve      service on http://127.0.0.1:8080 (SQLite in ./data)"
+      echo "  cargo nextest run       tests (PostgreSQL ones use SHIPSHAPE_TEST_PG_URL)"
+      echo "  nix flake check         every CI gate; bash .ci/run runs them without Nix"
+    '';
+  }

@@ -15,6 +15,8 @@
   static-toolchain          the static package builds with rust-overlay's prebuilt toolchain
                             for a musl target, +crt-static and a musl C compiler
   audit                     run cargo-audit exactly as the flake's cargo-audit check would
+  devshell                  .ci/tools.toml is well-formed and nix/shell.nix's packages are
+                            exactly its nixpkgs attributes (shell.nix evaluated with stand-ins)
 
 Run from the repository root. nix-instantiate (Debian nix-bin) evaluates flake.nix and the
 filter spec; the rest is plain Python so the checks run on machines without Nix.
@@ -483,6 +485,47 @@ def check_audit():
                      f"takes them from nix/audit.nix, i.e. deny.toml's [advisories] ignore")
 
 
+TOOL_KEYS = {"nixpkgs", "apt", "pip", "venv", "cargo", "version", "optional", "note"}
+
+
+def check_devshell():
+    """.ci/tools.toml is well-formed, and nix/shell.nix puts exactly its nixpkgs attributes (plus
+    the formatter) into the dev shell: shell.nix evaluated with stand-ins for pkgs and crane."""
+    with open(".ci/tools.toml", "rb") as f:
+        tools = tomllib.load(f)["tools"]
+    for cmd, t in sorted(tools.items()):
+        unknown = set(t) - TOOL_KEYS
+        if unknown:
+            fail(f".ci/tools.toml [tools.{cmd}]: unknown keys {sorted(unknown)}")
+        if not {"nixpkgs", "apt", "pip", "cargo"} & set(t):
+            fail(f".ci/tools.toml [tools.{cmd}]: neither nixpkgs nor apt, pip or cargo")
+        if len({"apt", "pip", "cargo"} & set(t)) > 1:
+            fail(f".ci/tools.toml [tools.{cmd}]: more than one of apt, pip, cargo (ensure uses one)")
+        if "version" in t and "cargo" not in t:
+            fail(f".ci/tools.toml [tools.{cmd}]: version is for cargo (pip pins go in the requirement)")
+    attrs = sorted({t["nixpkgs"] for t in tools.values() if "nixpkgs" in t})
+    stub = {"stdenv": {"hostPlatform": {}}}
+    for a in attrs:
+        d = stub
+        parts = a.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = {"attr": a}
+    expr = ("let shell = import ./nix/shell.nix { lib.meta.availableOn = _: _: true; craneLib.devShell = a: a;"
+            f" formatter.attr = \"formatter\"; pkgs = builtins.fromJSON {json.dumps(json.dumps(stub))}; }};"
+            " in map (p: p.attr) shell.packages")
+    try:
+        got = nix_eval(expr)
+    except subprocess.CalledProcessError as e:
+        fail(f"nix/shell.nix does not evaluate with stand-ins for pkgs and crane:\n{e.stderr.strip()}")
+        return
+    want = sorted(attrs + ["formatter"])
+    if sorted(got) != want:
+        fail(f"nix/shell.nix packages {sorted(got)} are not .ci/tools.toml's nixpkgs attributes + formatter {want}")
+    elif not failures:
+        ok(f".ci/tools.toml: {len(tools)} tools; the dev shell has its {len(attrs)} nixpkgs attributes and the formatter")
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -495,7 +538,7 @@ def main():
      "source-filter": lambda: check_source_filter(args),
      "materialize": lambda: materialize(*args),
      "placeholders": check_placeholders, "static-toolchain": check_static_toolchain,
-     "audit": check_audit}[cmd]()
+     "audit": check_audit, "devshell": check_devshell}[cmd]()
     sys.exit(1 if failures else 0)
 
 

@@ -325,6 +325,17 @@ def defines(text, attr):
             or re.search(r"\binherit\b[^;]*?(?<![\w-])" + a + r"(?![\w-])[^;]*;", text) is not None)
 
 
+def dev_shell_attrs():
+    """The nixpkgs attributes .ci/tools.toml puts into the dev shell."""
+    import tomllib
+    try:
+        with open(".ci/tools.toml", "rb") as f:
+            tools = tomllib.load(f).get("tools", {})
+    except FileNotFoundError:
+        return []
+    return sorted({t["nixpkgs"] for t in tools.values() if "nixpkgs" in t})
+
+
 def check_flake_refs(wfs):
     _, text = nix_sources()
     if not os.path.exists("flake.nix"):
@@ -360,7 +371,9 @@ def check_flake_refs(wfs):
     absent = [c for c in promised if not defines(text, c)]
     check("flake checks named in ci.yml exist", bool(promised) and not absent,
           "missing: " + ", ".join(absent) if promised else "ci.yml names no checks.<system>", ", ".join(promised))
-    # Tools the workflows take from the dev shell (`nix develop --command ...`).
+    # Tools the workflows take from the dev shell (`nix develop --command ...`): nix/shell.nix
+    # takes its packages from the `nixpkgs` attributes of .ci/tools.toml.
+    text += "\n" + " ".join(dev_shell_attrs())
     tools = {"semgrep": "semgrep", "cargo-deny": "cargo-deny", "zizmor": "zizmor", "trivy": "trivy",
              "minikube": "minikube", "kubectl": "kubectl", "zap": r"\bzap\b", "cargo": "cargo|rustToolchain|craneLib"}
     absent = [name for name, rx in tools.items() if not re.search(rx, text)]

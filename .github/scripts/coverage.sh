@@ -18,19 +18,7 @@ threshold=$(tr -d '[:space:]' <.ci/coverage-threshold)
 out=target/coverage
 mkdir -p "$out"
 
-pg_mine=""
-[ -n "${SHIPSHAPE_TEST_PG_URL:-}" ] || pg_mine=1
-start_postgres
-# Replace start_postgres's EXIT trap: its _pg_stop reads start_postgres's locals, which are gone
-# by exit time (under set -u that fails the script and leaves PostgreSQL running).
-stop_pg() {
-  local as=()
-  [ -n "$pg_mine" ] || return 0
-  if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
-  "${as[@]}" pg_ctl -D "$SHIPSHAPE_TEST_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$SHIPSHAPE_TEST_PG_DIR"
-}
-trap stop_pg EXIT
+start_postgres # stopped on exit if it started one
 log "cargo llvm-cov nextest (fail under $threshold% of lines)"
 cargo llvm-cov nextest --workspace --locked --no-report
 cargo llvm-cov report --lcov --output-path "$out/lcov.info"

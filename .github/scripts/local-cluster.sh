@@ -23,6 +23,8 @@
 # reported to the client as a failure instead of being hidden.
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "$0")/../../.ci/lib.sh" # wait_until, http_ok
 
 cmd=${1:-}
 dir=${2:-}
@@ -37,17 +39,6 @@ log() { printf '[local-cluster] %s\n' "$*"; }
 pid_of() { cat "$dir/inst-$1.pid" 2>/dev/null || true; }
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 
-# until_true SECONDS CMD...: poll CMD every 100 ms until it succeeds or the time is up.
-until_true() {
-  local deadline=$(($(now_ms) + $1 * 1000))
-  shift
-  until "$@"; do
-    [ "$(now_ms)" -lt "$deadline" ] || return 1
-    sleep 0.1
-  done
-}
-
-ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$(cat "$dir/inst-$1.port")/readyz")" = 200 ]; }
 lb_status() {
   curl -s --max-time 1 "http://127.0.0.1:$(cat "$dir/stats.port")/stats;csv" \
     | awk -F, -v s="i$1" '$1 == "shipshape" && $2 == s { print $18 }'
@@ -75,7 +66,7 @@ start_instance() {
       >>"$dir/inst-$i.log" 2>&1 && rc=0 || rc=$?
     echo "$rc" >"$dir/inst-$i.exit"
   ) </dev/null >/dev/null 2>&1 &
-  until_true 5 test -s "$dir/inst-$i.pid" || { log "instance $i did not start"; return 1; }
+  wait_until 5 test -s "$dir/inst-$i.pid" || { log "instance $i did not start"; return 1; }
 }
 
 # stop_instance I SIGNAL: signal, wait for the exit (bounded), print how it went.
@@ -85,17 +76,17 @@ stop_instance() {
   t0=$(now_ms)
   alive "$pid" || { log "instance $i (pid ${pid:-?}) is not running"; return 1; }
   kill "-$sig" "$pid"
-  until_true 60 exited "$pid" || { log "instance $i (pid $pid) still running 60s after SIG$sig"; return 1; }
-  until_true 5 test -s "$dir/inst-$i.exit" || true
+  wait_until 60 exited "$pid" || { log "instance $i (pid $pid) still running 60s after SIG$sig"; return 1; }
+  wait_until 5 test -s "$dir/inst-$i.exit" || true
   rc=$(cat "$dir/inst-$i.exit" 2>/dev/null || echo '?')
   log "instance $i: pid $pid exited $rc $(( $(now_ms) - t0 )) ms after SIG$sig"
   [ "$sig" = KILL ] || [ "$rc" = 0 ]
 }
 
-wait_ready() {
+wait_in_rotation() {
   local i=$1
-  until_true 30 ready "$i" || { log "instance $i not ready after 30s"; tail -n 20 "$dir/inst-$i.log"; return 1; }
-  until_true 10 lb_up "$i" || { log "instance $i ready but HAProxy says '$(lb_status "$i")'"; return 1; }
+  wait_ready "http://127.0.0.1:$(cat "$dir/inst-$i.port")/readyz" 30 alive "$(pid_of "$i")" || { log "instance $i not ready after 30s"; tail -n 20 "$dir/inst-$i.log"; return 1; }
+  wait_until 10 lb_up "$i" || { log "instance $i ready but HAProxy says '$(lb_status "$i")'"; return 1; }
 }
 
 case $cmd in
@@ -132,27 +123,27 @@ case $cmd in
     for i in "${instances[@]}"; do start_instance "$i"; done
     ( sh -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/haproxy.pid" haproxy -db -f "$dir/haproxy.cfg" \
       >>"$dir/haproxy.log" 2>&1 ) </dev/null >/dev/null 2>&1 &
-    until_true 5 test -s "$dir/haproxy.pid"
-    for i in "${instances[@]}"; do wait_ready "$i"; done
+    wait_until 5 test -s "$dir/haproxy.pid"
+    for i in "${instances[@]}"; do wait_in_rotation "$i"; done
     log "2 instances (ports $(cat "$dir/inst-1.port") $(cat "$dir/inst-2.port")) behind HAProxy"
     echo "http://127.0.0.1:$(cat "$dir/lb.port")"
     ;;
   restart)
     bin=$(cat "$dir/bin")
     for i in "${instances[@]}"; do
-      until_true 10 all_up || { log "not every instance is in rotation; refusing to restart"; exit 1; }
+      wait_until 10 all_up || { log "not every instance is in rotation; refusing to restart"; exit 1; }
       old=$(pid_of "$i")
       t0=$(now_ms)
       stop_instance "$i" TERM &
       stopper=$!
-      if until_true 10 lb_down "$i"; then
+      if wait_until 10 lb_down "$i"; then
         log "instance $i: out of rotation $(( $(now_ms) - t0 )) ms after SIGTERM"
       else
         log "instance $i: HAProxy never marked it down"
       fi
       wait "$stopper"
       start_instance "$i"
-      wait_ready "$i"
+      wait_in_rotation "$i"
       log "instance $i: pid $old -> $(pid_of "$i"), back in rotation $(( $(now_ms) - t0 )) ms after SIGTERM"
     done
     ;;
@@ -161,7 +152,7 @@ case $cmd in
     for i in "${instances[@]}"; do stop_instance "$i" KILL; done
     sleep 1
     for i in "${instances[@]}"; do start_instance "$i"; done
-    for i in "${instances[@]}"; do wait_ready "$i"; done
+    for i in "${instances[@]}"; do wait_in_rotation "$i"; done
     ;;
   down)
     rc=0
@@ -169,7 +160,7 @@ case $cmd in
       if alive "$(pid_of "$i")"; then stop_instance "$i" TERM || rc=1; fi
     done
     hp=$(cat "$dir/haproxy.pid" 2>/dev/null || true)
-    if alive "$hp"; then kill "$hp"; until_true 10 exited "$hp" || kill -9 "$hp" || true; fi
+    if alive "$hp"; then kill "$hp"; wait_until 10 exited "$hp" || kill -9 "$hp" || true; fi
     exit "$rc"
     ;;
   *) echo "unknown command: $cmd" >&2; exit 2 ;;

@@ -4,7 +4,8 @@
 #   smoke.sh [BASE_URL]            BASE_URL defaults to $SMOKE_URL, then http://127.0.0.1:8080
 #
 # The same script runs in the deploy job against the minikube NodePort and in .ci/workflows.sh
-# against a locally started binary. It needs only bash, curl and jq (or python3).
+# against a locally started binary. It needs only bash, curl and jq (or python3), and takes its
+# readiness wait from .ci/lib.sh.
 # Environment:
 #   SMOKE_WAIT     seconds to wait for /readyz to answer 200 before testing (default 30)
 #   SMOKE_TIMEOUT  per-request timeout in seconds (default 5)
@@ -12,6 +13,8 @@
 # Prints one "ok"/"not ok" line per check and ends with "smoke: N passed, M failed";
 # exits 0 only when every check passed.
 set -euo pipefail
+# shellcheck source=.ci/lib.sh
+source "$(dirname "$0")/../../.ci/lib.sh" # wait_ready
 
 base=${1:-${SMOKE_URL:-http://127.0.0.1:8080}}
 base=${base%/}
@@ -77,13 +80,7 @@ body_head() { head -c 300 "$work/body" | tr -d '\r' | tr '\n' ' '; }
 echo "# smoke test against $base"
 
 # 0. Wait (bounded) until the service says it is ready; a rollout may still be settling.
-deadline=$((SECONDS + wait_s))
-while :; do
-  req GET /readyz
-  [ "$status" = 200 ] && break
-  if [ "$SECONDS" -ge "$deadline" ]; then break; fi
-  sleep 1
-done
+wait_ready "$base/readyz" "$wait_s" || true # step 2 reports it
 
 # 1. Liveness.
 req GET /healthz

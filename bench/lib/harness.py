@@ -1,8 +1,12 @@
-"""Shared plumbing for the benchmark and the reliability experiments (Python stdlib only).
+"""Shared plumbing for the Python glue (Python stdlib only): the benchmark, the reliability
+experiments, the backup drill (kustomize/tests/backup_drill.py) and the docs check (.ci/docs.py).
 
-Starts the real `shipshape` binary on loopback with a throwaway database, reads its CPU time and
-memory from /proc, runs a throwaway PostgreSQL cluster, and turns auth on automatically when the
-binary has a `token` subcommand (and rate limiting off when the binary knows `rate_limit`).
+Starts the real `shipshape` binary on loopback with a throwaway database, waits for /readyz
+(`wait_ready`, the one readiness wait of the Python code), reads its CPU time and memory from
+/proc, runs a throwaway PostgreSQL cluster (`Postgres`, the one PostgreSQL helper of the Python
+code; tests that only need a database use $SHIPSHAPE_TEST_PG_URL from .ci/lib.sh's
+start_postgres instead), and turns auth on automatically when the binary has a `token`
+subcommand (and rate limiting off when the binary knows `rate_limit`).
 Everything here talks to 127.0.0.1 only and every wait is bounded.
 """
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
+PG_BIN = pathlib.Path(os.environ.get("SHIPSHAPE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # User-Agent of the harness's own probe requests, so load-generator traffic can be told apart
 # from them in the server log.
 PROBE_UA = "shipshape-harness-probe"
@@ -253,6 +257,28 @@ def status_of(port: int, path: str, timeout: float = 1.0, headers: dict | None =
         return 0
 
 
+def wait_ready(
+    port: int,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    alive=None,
+    path: str = "/readyz",
+    what: str = "the server",
+) -> float:
+    """Polls GET http://127.0.0.1:<port><path> until it answers 200; returns the seconds waited.
+    Raises Failure when `timeout` is up, or at once when `alive()` (if given) turns False."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while True:
+        if status_of(port, path, timeout=1.0) == 200:
+            return time.monotonic() - t0
+        if alive is not None and not alive():
+            raise Failure(f"{what} exited before {path} answered 200")
+        if time.monotonic() >= deadline:
+            raise Failure(f"{what} did not answer {path} 200 on :{port} within {timeout:g} s")
+        time.sleep(interval)
+
+
 def item_body(name: str, i: int = 1) -> dict:
     return {
         "name": name,
@@ -333,15 +359,13 @@ class Service:
 
     def wait_ready(self, timeout: float = 30.0, interval: float = 0.002) -> float:
         """Polls /readyz until 200; returns seconds from exec to the first 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if status_of(self.port, "/readyz", timeout=1.0) == 200:
-                self.ready_after_s = time.monotonic() - self.started_at
-                return self.ready_after_s
-            if not self.alive():
-                raise Failure(f"{self.name} exited early ({self.proc.returncode}):\n{self.tail()}")
-            time.sleep(interval)
-        raise Failure(f"{self.name} not ready within {timeout}s:\n{self.tail()}")
+        try:
+            wait_ready(self.port, timeout, interval, alive=self.alive, what=self.name)
+        except Failure as e:
+            code = f" ({self.proc.returncode})" if not self.alive() else ""
+            raise Failure(f"{e}{code}:\n{self.tail()}") from None
+        self.ready_after_s = time.monotonic() - self.started_at
+        return self.ready_after_s
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -409,27 +433,58 @@ def requests_total(metrics_text: str, exclude_routes=("/metrics",)) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# A throwaway PostgreSQL cluster we can stop and start (for the outage experiment)
+# A throwaway PostgreSQL cluster we control: stop and start it (the outage experiment), give it
+# settings and adopt a restored data directory (the backup drill).
 
 
 class Postgres:
-    def __init__(self, fsync: bool = True, cpu: int | None = None):
+    """initdb (or `data=`: an existing data directory, e.g. a restored base backup) under a fresh
+    directory owned by the server's user; `settings` are appended to postgresql.conf."""
+
+    def __init__(self, fsync: bool = True, cpu: int | None = None, settings: dict | None = None,
+                 data: pathlib.Path | None = None):
         if not (PG_BIN / "initdb").exists():
-            raise SystemExit("PostgreSQL 15 binaries not found in /usr/lib/postgresql/15/bin")
+            raise SystemExit(f"PostgreSQL binaries not found in {PG_BIN} (set SHIPSHAPE_PG_BIN)")
         # Not under `workdir`: the postgres user must be able to reach it (mkdtemp dirs are 0700).
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="shipshape-bench-pg."))
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="shipshape-pg."))
+        self.data = pathlib.Path(data) if data else self.dir / "data"
         self.port = free_port()
         self.fsync = fsync
         self.cpu = cpu
         self.user_prefix: list[str] = []
+        self.user = None
         if os.geteuid() == 0:
             # PostgreSQL refuses to run as root.
             if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
                 subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+            self.user = "postgres"
             shutil.chown(self.dir, "postgres")
-            self.dir.chmod(0o700)
             self.user_prefix = ["runuser", "-u", "postgres", "--"]
-        self._run(["initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"])
+        self.dir.chmod(0o700)
+        if data:
+            self.own(self.data)
+            self.data.chmod(0o700)
+        else:
+            self._run(["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres"])
+        if settings:
+            with open(self.data / "postgresql.conf", "a") as f:
+                f.write("\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+
+    def own(self, path: pathlib.Path) -> pathlib.Path:
+        """Hands `path` (recursively) to the server's user; returns it."""
+        if self.user:
+            subprocess.run(["chown", "-R", self.user, str(path)], check=True)
+        return path
+
+    def mkdir(self, name: str) -> pathlib.Path:
+        """A directory in this cluster's directory that the server can write (WAL archive, backups)."""
+        d = self.dir / name
+        d.mkdir()
+        return self.own(d)
+
+    def run(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """A PostgreSQL program (initdb, psql, pg_basebackup, ...) as the server's user."""
+        return self._run(args, check, timeout)
 
     def _run(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         args = [str(PG_BIN / args[0])] + args[1:]
@@ -446,15 +501,20 @@ class Postgres:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
         if not self.fsync:
             opts += " -c fsync=off"
-        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-o", opts, "-w", "start"])
+        self._run(["pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"], timeout=90)
         return self
 
+    @property
+    def log(self) -> pathlib.Path:
+        return self.dir / "log"
+
     def stop(self, mode: str = "fast") -> None:
-        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"], check=False)
+        if (self.data / "postmaster.pid").exists():
+            self._run(["pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop"], check=False, timeout=40)
 
     def postmaster_pid(self) -> int | None:
         try:
-            return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+            return int((self.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -473,6 +533,8 @@ class Postgres:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.data.parent != self.dir:
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 def postgres_available() -> bool:

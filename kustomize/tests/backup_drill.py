@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-PGBIN = Path(os.environ.get("SHIPSHAPE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench" / "lib"))
+import harness as h  # noqa: E402  (the Python glue's one PostgreSQL helper and readiness wait)
+
 LIMIT_S = 180
 T_START = time.monotonic()
 
@@ -59,66 +60,25 @@ def left():
     return rest
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STARTED: list = []  # every service and cluster, stopped in main()'s finally whatever happened
 
 
-AS_PG = []
-if os.geteuid() == 0:
-    AS_PG = ["runuser", "-u", "postgres", "--"]
+def service(binary, db_url, workdir, name) -> h.Service:
+    env = {"SHIPSHAPE_AUTH__ENABLED": "false", "SHIPSHAPE_RATE_LIMIT__ENABLED": "false",
+           "SHIPSHAPE_LOG__LEVEL": "warn", "SHIPSHAPE_HTTP__DRAIN_DELAY": "0s"}
+    svc = h.Service(binary, db_url, workdir, env=env, name=name).start()
+    STARTED.append(svc)
+    try:
+        svc.wait_ready(timeout=min(60, left()), interval=0.1)
+    except h.Failure as e:
+        raise Fail(str(e)) from None
+    return svc
 
 
-def pg(*cmd, check=True, timeout=60, bounded=True):
-    r = subprocess.run(AS_PG + [str(PGBIN / cmd[0]), *cmd[1:]], capture_output=True, text=True,
-                       timeout=min(timeout, left()) if bounded else timeout)
-    if check and r.returncode != 0:
-        raise Fail(f"{cmd[0]} failed ({r.returncode}): {r.stdout}{r.stderr}")
-    return r.stdout
-
-
-def sql(port, sock, query, db="postgres"):
-    return pg("psql", "-h", sock, "-p", str(port), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1",
-              "-qAtc", query).strip()
-
-
-STARTED: list["Service"] = []  # stopped in main()'s finally, whatever happened
-
-
-class Service:
-    def __init__(self, binary, db_url, workdir, name):
-        self.port = free_port()
-        env = {"PATH": "/usr/bin:/bin", "SHIPSHAPE_AUTH__ENABLED": "false", "SHIPSHAPE_RATE_LIMIT__ENABLED": "false",
-               "SHIPSHAPE_DATABASE__URL": db_url, "SHIPSHAPE_HTTP__LISTEN": f"127.0.0.1:{self.port}",
-               "SHIPSHAPE_LOG__LEVEL": "warn", "SHIPSHAPE_HTTP__DRAIN_DELAY": "0s"}
-        self.log = open(workdir / f"{name}.log", "wb")
-        self.proc = subprocess.Popen([str(binary), "serve"], env=env, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-        STARTED.append(self)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Fail(f"service exited {self.proc.returncode}: {(workdir / f'{name}.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise Fail("service never became ready")
-
-    def stop(self):
-        if self.log.closed:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def postgres(**kw) -> h.Postgres:
+    pg = h.Postgres(**kw)
+    STARTED.append(pg)
+    return pg
 
 
 class Writer(threading.Thread):
@@ -180,43 +140,26 @@ def list_ids(port):
         left()
 
 
-def start_pg(data, port, sock, logfile):
-    pg("pg_ctl", "-D", str(data), "-l", str(logfile), "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
-       "-w", "-t", "60", "start", timeout=90)
-
-
-def stop_pg(data):
-    if (data / "postmaster.pid").exists():
-        pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop", check=False, timeout=40, bounded=False)
-    if (data / "postmaster.pid").exists():
-        pg("pg_ctl", "-D", str(data), "-m", "immediate", "stop", check=False, timeout=40, bounded=False)
-
-
 def drill(binary: Path, work: Path, target_offset: float):
-    sock = work / "sock"
-    archive, data, base, restored = work / "wal-archive", work / "data", work / "base", work / "restored"
-    for d in (sock, archive):
-        d.mkdir()
-    if AS_PG:
-        for d in (work, sock, archive):
-            shutil.chown(d, "postgres")
-    pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres")
-    with open(data / "postgresql.conf", "a") as f:
-        f.write("\n# backup drill\nwal_level = replica\narchive_mode = on\n"
-                f"archive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
-                "max_wal_senders = 4\nfsync = off\n")
-    port = free_port()
-    start_pg(data, port, sock, work / "pg.log")
-    sql(port, sock, "CREATE DATABASE shipshape")
-    log(f"PostgreSQL 15 on 127.0.0.1:{port}, archive_mode=on, WAL archived to {archive}")
+    # The archive's path must be known before the cluster exists: it goes into its settings.
+    archive = work / "wal-archive"
+    archive.mkdir()
+    pg = postgres(fsync=False, settings={
+        "wal_level": "replica", "archive_mode": "on", "max_wal_senders": 4,
+        "archive_command": f"'test ! -f {archive}/%f && cp %p {archive}/%f'"})
+    pg.own(archive)
+    pg.start()
+    pg.create_database("shipshape")
+    log(f"PostgreSQL 15 on 127.0.0.1:{pg.port}, archive_mode=on, WAL archived to {archive}")
 
-    svc = Service(binary, f"postgres://postgres@127.0.0.1:{port}/shipshape", work, "service")
+    svc = service(binary, pg.url("shipshape"), work, "service")
     writer = Writer(svc.port)
     writer.start()
     log(f"service on 127.0.0.1:{svc.port}, client POSTing items")
     time.sleep(1.0)
-    pg("pg_basebackup", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-D", str(base), "-X", "none",
-       "-c", "fast", timeout=120)
+    base = pg.dir / "base"
+    pg.run(["pg_basebackup", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-D", str(base),
+            "-X", "none", "-c", "fast"], timeout=min(120, left()))
     log(f"pg_basebackup done while writing ({len(writer.acks)} items acknowledged so far)")
     time.sleep(1.5)
     writer.pause()
@@ -231,12 +174,12 @@ def drill(binary: Path, work: Path, target_offset: float):
     if writer.errors:
         raise Fail(f"the writer saw errors: {writer.errors[:5]}")
     svc.stop()
-    seg = sql(port, sock, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    sql(port, sock, "SELECT pg_switch_wal()")
+    seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
+    pg.psql("postgres", "SELECT pg_switch_wal()")
     while not (archive / seg).exists():
         left()
         time.sleep(0.1)
-    stop_pg(data)
+    pg.stop()
     t = target.timestamp()
     before = [i for i, at in writer.acks if at < t]
     after = [i for i, at in writer.acks if at > t]
@@ -246,32 +189,27 @@ def drill(binary: Path, work: Path, target_offset: float):
         raise Fail("the drill needs items on both sides of the target")
 
     # restore into a new data directory
+    restored = work / "restored"
     shutil.copytree(base, restored, symlinks=True)
-    if AS_PG:
-        subprocess.run(["chown", "-R", "postgres", str(restored)], check=True)
-    os.chmod(restored, 0o700)
     (restored / "recovery.signal").touch()
-    if AS_PG:
-        shutil.chown(restored / "recovery.signal", "postgres")
     stamp = target.strftime("%Y-%m-%d %H:%M:%S.%f+00")
     with open(restored / "postgresql.auto.conf", "a") as f:
         f.write(f"\n# point-in-time restore\nrestore_command = 'cp {archive}/%f %p'\n"
                 f"recovery_target_time = '{stamp}'\nrecovery_target_action = 'promote'\narchive_mode = off\n")
-    port2 = free_port()
-    start_pg(restored, port2, sock, work / "restored.log")
-    while sql(port2, sock, "SELECT pg_is_in_recovery()") != "f":
+    pg2 = postgres(fsync=False, data=restored).start()
+    while pg2.psql("postgres", "SELECT pg_is_in_recovery()").strip() != "f":
         left()
         time.sleep(0.1)
-    stops = [ln for ln in (work / "restored.log").read_text().splitlines()
+    stops = [ln for ln in pg2.log.read_text().splitlines()
              if "recovery stopping" in ln or "selected new timeline" in ln or "archive recovery complete" in ln]
     log("restored to " + stamp + ": " + " | ".join(ln.split("LOG:", 1)[-1].strip() for ln in stops))
 
-    svc2 = Service(binary, f"postgres://postgres@127.0.0.1:{port2}/shipshape", work, "service-restored")
+    svc2 = service(binary, pg2.url("shipshape"), work, "service-restored")
     try:
         got = list_ids(svc2.port)
     finally:
         svc2.stop()
-    stop_pg(restored)
+    pg2.stop()
     missing = sorted(set(before) - set(got))
     extra_after = sorted(set(after) & set(got))
     unknown = sorted(set(got) - set(before) - set(after))
@@ -291,29 +229,28 @@ def main():
     if not os.access(binary, os.X_OK):
         print(f"backup drill: {binary} missing (cargo build -p shipshape)", file=sys.stderr)
         return 2
-    if not (PGBIN / "initdb").exists():
-        print(f"backup drill: no PostgreSQL binaries in {PGBIN}", file=sys.stderr)
+    if not (h.PG_BIN / "initdb").exists():
+        print(f"backup drill: no PostgreSQL binaries in {h.PG_BIN}", file=sys.stderr)
         return 2
-    if AS_PG and subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
     work = Path(tempfile.mkdtemp(prefix="shipshape-drill-"))
     os.chmod(work, 0o755)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         drill(binary, work, args.target_offset)
         return 0
-    except Fail as e:
+    except (Fail, h.Failure, subprocess.SubprocessError) as e:
         print(f"backup drill FAILED: {e}", file=sys.stderr)
-        for f in ("pg.log", "restored.log", "service.log", "service-restored.log"):
-            if (work / f).exists():
-                print(f"--- {f} (tail)\n" + (work / f).read_text(errors="replace")[-1500:], file=sys.stderr)
+        for x in STARTED:
+            p = x.log if isinstance(x, h.Postgres) else x.log_path
+            if p.exists():
+                print(f"--- {p.name} (tail)\n" + p.read_text(errors="replace")[-1500:], file=sys.stderr)
         return 1
     finally:
-        for s in STARTED:
-            s.stop()
-        for d in ("data", "restored"):
-            if (work / d / "postmaster.pid").exists():
-                stop_pg(work / d)
+        for x in reversed(STARTED):
+            if isinstance(x, h.Postgres):
+                x.destroy()
+            else:
+                x.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
