@@ -651,12 +651,5 @@ async fn every_log_line_is_json_with_request_fields_and_no_secrets() {
         start.contains("postgres:***@"),
         "effective config logged, redacted: {start}"
     );
-    for phase in ["signal", "drain", "stop-accepting", "drained", "done"] {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains(&format!("\"phase\":\"{phase}\""))),
-            "shutdown phase {phase} logged"
-        );
-    }
+    // The shutdown phases are process.rs's `sigterm_under_load_drops_nothing_and_exits_0`.
 }
