@@ -8,12 +8,14 @@ use axum::{
     body::Body,
     http::{HeaderName, HeaderValue, Method, Response, header},
 };
+use tower::ServiceBuilder;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
+    request_id::PropagateRequestIdLayer,
     set_header::SetResponseHeaderLayer,
 };
 
-use super::observe::{TRACEPARENT, X_REQUEST_ID};
+use super::observe::{TRACEPARENT, X_REQUEST_ID, drop_invalid_request_id};
 use crate::config::Origin;
 
 /// The API returns JSON only: nothing may load, run or frame it.
@@ -27,45 +29,49 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 /// One year, subdomains included (sent only with `security.hsts = true`).
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
-/// Outermost layers (tower-http's set-header): the hardening headers on whatever response the
-/// stack produced. The API's CSP and `Cache-Control: no-store` apply unless the docs routes set
-/// their own CSP ([`docs_csp`]); HSTS only with `security.hsts`.
+/// The outermost layers, as one tower stack (one layer of the router, so one boxed route per
+/// request, not one per header): tower-http's set-header puts the hardening headers on whatever
+/// response the stack produced (the API's CSP and `Cache-Control: no-store` unless the docs
+/// routes set their own CSP, [`docs_csp`]; HSTS only with `security.hsts`), and tower-http's
+/// propagate layer echoes a valid `X-Request-Id` (an invalid one is dropped first).
 pub fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>, hsts: bool) -> Router<S> {
-    let router = router
-        // API answers are per-client and change: never store them in shared or private caches
-        // (ETag revalidation still works through If-None-Match). Docs assets may be cached.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            |r: &Response<Body>| {
-                let docs = r.headers().get(header::CONTENT_SECURITY_POLICY)
-                    == Some(&HeaderValue::from_static(DOCS_CSP));
-                (!docs).then_some(HeaderValue::from_static("no-store"))
-            },
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(API_CSP),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ));
-    if hsts {
-        router.layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(HSTS),
-        ))
-    } else {
-        router
-    }
+    router.layer(
+        ServiceBuilder::new()
+            .option_layer(hsts.then(|| {
+                SetResponseHeaderLayer::overriding(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static(HSTS),
+                )
+            }))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("DENY"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(API_CSP),
+            ))
+            // API answers are per-client and change: never store them in shared or private
+            // caches (ETag revalidation still works through If-None-Match). Docs may be cached.
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                |r: &Response<Body>| {
+                    let docs = r.headers().get(header::CONTENT_SECURITY_POLICY)
+                        == Some(&HeaderValue::from_static(DOCS_CSP));
+                    (!docs).then_some(HeaderValue::from_static("no-store"))
+                },
+            ))
+            .map_request(drop_invalid_request_id)
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone())),
+    )
 }
 
 /// The docs routes' own CSP (Swagger UI's scripts and styles), set on their responses.

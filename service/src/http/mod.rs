@@ -176,7 +176,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
             state.clone(),
             observe::observe,
         ));
-    hardening::harden(observe::request_id(app), config.security.hsts).with_state(state)
+    hardening::harden(app, config.security.hsts).with_state(state)
 }
 
 /// The answer for a request a tower limit turned away, counted by reason.

@@ -5,14 +5,12 @@ use std::{any::Any, net::SocketAddr, time::Instant};
 
 use axum::body::HttpBody;
 use axum::{
-    Router,
     body::Body,
     extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use tower_http::request_id::PropagateRequestIdLayer;
 use tracing::{Instrument, field::Empty};
 
 use super::{AppState, error::ApiError, otel};
@@ -43,7 +41,7 @@ struct Facts {
     /// Matched route template, or `unmatched`.
     route: String,
     path: String,
-    /// A valid `X-Request-Id` (invalid ones were dropped by [`request_id`]).
+    /// A valid `X-Request-Id` (invalid ones were dropped by [`drop_invalid_request_id`]).
     request_id: Option<HeaderValue>,
     user_agent: String,
     client: String,
@@ -232,16 +230,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
-/// Echoes a valid `X-Request-Id` on the response (tower-http's propagate layer), after dropping
-/// one that is empty, longer than 128 bytes or not visible ASCII, so nothing unbounded is
-/// reflected or logged.
-pub fn request_id<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(axum::middleware::map_request(drop_invalid_request_id))
-}
-
-async fn drop_invalid_request_id(mut req: Request) -> Request {
+/// Drops an `X-Request-Id` that is empty, longer than 128 bytes or not visible ASCII, so the
+/// echo (`hardening::harden`) and the log line reflect nothing unbounded.
+pub fn drop_invalid_request_id<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
     let valid = req
         .headers()
         .get(&X_REQUEST_ID)
