@@ -269,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn keys_show_their_algorithm_never_their_material() {
+        let cfg = auth(|a| a.hs256_secret = Secret::new("k".repeat(32)));
+        assert_eq!(
+            format!("{:?}", load(&cfg).unwrap().unwrap()),
+            "Single(HS256)"
+        );
+        let e = KeyError::missing();
+        assert_eq!(e.key, "auth");
+        assert!(e.to_string().contains("--ephemeral-key"));
+    }
+
+    #[test]
     fn hs256_secrets_need_32_bytes() {
         let short = auth(|a| a.hs256_secret = Secret::new("short"));
         assert_eq!(err(&short).key, "auth.hs256_secret");

@@ -108,6 +108,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn origins_show_and_serialise_as_configured() {
+        let o: Origin = "https://app.example.com".parse().unwrap();
+        assert_eq!(format!("{o:?}"), "\"https://app.example.com\"");
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            "\"https://app.example.com\""
+        );
+        let p: TrustedProxy = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"10.0.0.0/8\"");
+    }
+
+    #[test]
     fn origins_must_be_exact() {
         assert!(Origin::parse("https://app.example.com").is_ok());
         assert_eq!(

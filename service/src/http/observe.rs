@@ -324,7 +324,50 @@ fn content_length(headers: &axum::http::HeaderMap) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        for (m, label) in [
+            ("GET", "GET"),
+            ("HEAD", "HEAD"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("PATCH", "PATCH"),
+            ("DELETE", "DELETE"),
+            ("OPTIONS", "OPTIONS"),
+            ("TRACE", "TRACE"),
+            ("CONNECT", "CONNECT"),
+            ("BREW", "_OTHER"),
+        ] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                label
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_request_ids_are_dropped_before_the_echo() {
+        let with = |v: &[u8]| {
+            let mut req = axum::http::Request::new(());
+            req.headers_mut()
+                .insert(&X_REQUEST_ID, HeaderValue::from_bytes(v).unwrap());
+            drop_invalid_request_id(req)
+                .headers()
+                .get(&X_REQUEST_ID)
+                .is_some()
+        };
+        assert!(with(b"req-123"));
+        assert!(!with(b""));
+        assert!(!with("r".repeat(129).as_bytes()));
+        assert!(!with(&[b'a', 0xe9]));
+        assert!(
+            !drop_invalid_request_id(axum::http::Request::new(()))
+                .headers()
+                .contains_key(&X_REQUEST_ID)
+        );
+    }
 
     #[test]
     fn truncate_keeps_whole_characters() {
