@@ -235,15 +235,10 @@ fn signing_alg(alg: KeyAlgorithm) -> Option<Algorithm> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
-            .iter()
-            .collect();
-        p.display().to_string()
+        format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
     }
 
     fn auth(f: impl FnOnce(&mut AuthConfig)) -> AuthConfig {
