@@ -151,7 +151,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 ))
                 .timeout(http.request_timeout)
         });
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(api)
         .merge(probes::routes(http.metrics_listen.is_none()))
         .merge(docs::routes(config))
@@ -164,11 +164,13 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,
-        ))
-        // CORS (when origins are configured) answers preflights before authentication.
-        .layer(tower::util::option_layer(hardening::cors_layer(
-            &config.security.cors_origins,
-        )))
+        ));
+    // CORS (when origins are configured) answers preflights before authentication. Added only
+    // then: every router layer, even an empty `option_layer`, boxes each route per request.
+    if let Some(cors) = hardening::cors_layer(&config.security.cors_origins) {
+        app = app.layer(cors);
+    }
+    let app = app
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             observe::panic_response,
         ))
