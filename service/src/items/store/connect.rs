@@ -3,26 +3,27 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{
     ConnectOptions,
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{Pool, Storage, breaker::Breaker, postgres::PgStore, sqlite::SqliteStore};
-use crate::config::{DatabaseConfig, DatabaseUrl};
+use super::{Pool, Storage, breaker::Breaker, postgres::PgStore, sqlite};
+use crate::{
+    config::{DatabaseConfig, DatabaseUrl},
+    metrics::StoreMetrics,
+};
 
 /// Connects to the configured database (retrying transient failures until
-/// `startup_timeout`), applies migrations and returns the store; the store records its waits
-/// for a pooled connection in `acquire_wait`.
-pub async fn connect(cfg: &DatabaseConfig, acquire_wait: Histogram) -> anyhow::Result<Storage> {
+/// `startup_timeout`), applies migrations and returns the store, which records its waits and
+/// commits in `metrics`.
+pub async fn connect(cfg: &DatabaseConfig, metrics: StoreMetrics) -> anyhow::Result<Storage> {
     let deadline = tokio::time::Instant::now() + cfg.startup_timeout;
     let mut delay = Duration::from_millis(100);
     loop {
         let attempt = match &cfg.url {
-            DatabaseUrl::Sqlite(path) => connect_sqlite(cfg, path, acquire_wait.clone()).await,
-            DatabaseUrl::Postgres(url) => connect_postgres(cfg, url, acquire_wait.clone()).await,
+            DatabaseUrl::Sqlite(path) => connect_sqlite(cfg, path, &metrics).await,
+            DatabaseUrl::Postgres(url) => connect_postgres(cfg, url, &metrics).await,
         };
         match attempt {
             Ok(store) => return Ok(store),
@@ -56,49 +57,30 @@ fn is_transient(err: &anyhow::Error) -> bool {
 async fn connect_sqlite(
     cfg: &DatabaseConfig,
     path: &std::path::Path,
-    acquire_wait: Histogram,
+    metrics: &StoreMetrics,
 ) -> anyhow::Result<Storage> {
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a commit is fsynced before the 2xx goes out, so it survives a crash of the
-        // process and of the machine.
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(cfg.statement_timeout);
-    if let Some(dir) = opts.get_filename().parent()
+    if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating database directory {}", dir.display()))?;
     }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(cfg.max_connections)
-        .min_connections(cfg.min_connections)
-        .acquire_timeout(cfg.acquire_timeout)
-        // An in-process SQLite connection cannot go stale, and sqlx's default ping before each
-        // checkout is a round trip to the connection's worker thread: two context switches per
-        // query for nothing.
-        .test_before_acquire(false)
-        .connect_with(opts)
+    // Opening and migrating is a few file operations: off the runtime, like any blocking call.
+    let (cfg, path, metrics) = (cfg.clone(), path.to_owned(), metrics.clone());
+    let store = tokio::task::spawn_blocking(move || sqlite::open(&cfg, &path, &metrics))
         .await
-        .context("opening SQLite database")?;
-    sqlx::migrate!("./migrations/sqlite")
-        .run(&pool)
-        .await
-        .context("applying SQLite migrations")?;
+        .context("opening SQLite database")??;
     Ok(Storage {
-        items: Arc::new(SqliteStore::new(pool.clone(), acquire_wait)),
-        pool: Pool::Sqlite(pool),
+        pool: Pool::Sqlite(store.read_pool()),
+        items: Arc::new(store),
     })
 }
 
 async fn connect_postgres(
     cfg: &DatabaseConfig,
     url: &url::Url,
-    acquire_wait: Histogram,
+    metrics: &StoreMetrics,
 ) -> anyhow::Result<Storage> {
     let timeout_ms = cfg.statement_timeout.as_millis().to_string();
     let opts = PgConnectOptions::from_url(url)
@@ -123,7 +105,10 @@ async fn connect_postgres(
     // Fail fast (503 at once) while PostgreSQL is unreachable, instead of every request waiting
     // out acquire_timeout; a background probe notices when it is back.
     Ok(Storage {
-        items: Arc::new(Breaker::new(PgStore::new(pool.clone(), acquire_wait))),
+        items: Arc::new(Breaker::new(PgStore::new(
+            pool.clone(),
+            metrics.acquire_wait.clone(),
+        ))),
         pool: Pool::Postgres(pool),
     })
 }
@@ -131,7 +116,7 @@ async fn connect_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Backend;
+    use crate::{config::Backend, metrics::Metrics};
 
     #[test]
     fn only_reachability_problems_are_retried_at_start_up() {
@@ -153,7 +138,7 @@ mod tests {
             url: DatabaseUrl::Sqlite(dir.path().join("new/dir/x.db")),
             ..DatabaseConfig::default()
         };
-        let storage = connect(&cfg, Histogram::new([0.1])).await.unwrap();
+        let storage = connect(&cfg, Metrics::new().store()).await.unwrap();
         assert_eq!(storage.pool.backend(), Backend::Sqlite);
         assert_eq!(storage.pool.stats().max, cfg.max_connections);
         storage.items.ping().await.unwrap();
@@ -170,7 +155,7 @@ mod tests {
             ..DatabaseConfig::default()
         };
         let started = tokio::time::Instant::now();
-        let e = connect(&cfg, Histogram::new([0.1])).await.err().unwrap();
+        let e = connect(&cfg, Metrics::new().store()).await.err().unwrap();
         assert!(
             format!("{e:#}").contains("connecting to PostgreSQL"),
             "{e:#}"

@@ -63,6 +63,17 @@ pub struct ListQuery {
 pub enum StoreError {
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Waited `database.acquire_timeout` for a connection or for room in the write queue.
+    #[error("the database is busy (no connection or write slot within the acquire timeout)")]
+    Busy,
+    /// The store is shut down.
+    #[error("the database is closed")]
+    Closed,
+    /// A database operation panicked; it was rolled back alone.
+    #[error("a database operation panicked")]
+    Panicked,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// Failed fast: the database was unreachable moments ago and has not answered a probe since.
@@ -85,24 +96,26 @@ impl StoreError {
                 sqlx::Error::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
                 _ => false,
             },
-            StoreError::Corrupt(_) => false,
-            StoreError::Unreachable => true,
+            // SQLITE_BUSY, SQLITE_LOCKED: another process holds the lock past the busy timeout.
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            StoreError::Sqlite(_) | StoreError::Corrupt(_) | StoreError::Panicked => false,
+            StoreError::Unreachable | StoreError::Busy | StoreError::Closed => true,
         }
     }
 }
 
-/// Database error codes that mean "busy or unreachable, retry", not "your request is wrong".
+/// PostgreSQL SQLSTATEs that mean "busy or unreachable, retry", not "your request is wrong":
+/// 57014 query_canceled (statement_timeout), class 08 connection exceptions, 57P0x shutting
+/// down / cannot connect now, class 53 insufficient resources.
 fn unavailable_code(code: &str) -> bool {
-    if code.len() == 5 {
-        // PostgreSQL SQLSTATE: 57014 query_canceled (statement_timeout), class 08 connection
-        // exceptions, 57P0x shutting down / cannot connect now, class 53 insufficient resources.
-        return code == "57014"
+    code.len() == 5
+        && (code == "57014"
             || code.starts_with("08")
             || code.starts_with("57P")
-            || code.starts_with("53");
-    }
-    // SQLite (extended) result codes: primary 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
-    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+            || code.starts_with("53"))
 }
 
 /// Everything the API needs from storage. Both backends pass the same test suite.
@@ -148,7 +161,7 @@ pub struct Storage {
 /// The connection pool of a [`Storage`], read for metrics and logs (not by requests).
 #[derive(Clone)]
 pub enum Pool {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(sqlite::ReadPool),
     Postgres(sqlx::PgPool),
 }
 
@@ -163,7 +176,7 @@ impl Pool {
     /// Pool size, idle and configured maximum connections, taken now.
     pub fn stats(&self) -> PoolStats {
         match self {
-            Pool::Sqlite(p) => stats(p),
+            Pool::Sqlite(p) => sqlite::stats(p),
             Pool::Postgres(p) => stats(p),
         }
     }
@@ -219,13 +232,23 @@ mod tests {
         for code in ["23505", "42P01", "22001"] {
             assert!(!unavailable_code(code), "{code}");
         }
-        // SQLite result codes: BUSY (5), LOCKED (6) and their extended forms.
-        for code in ["5", "6", "261", "517", "262"] {
-            assert!(unavailable_code(code), "{code}");
-        }
-        for code in ["1", "19", "2067", "x"] {
+        for code in ["5", "6", "261", "x"] {
             assert!(!unavailable_code(code), "{code}");
         }
+    }
+
+    #[test]
+    fn sqlite_busy_and_locked_mean_retry_later() {
+        use rusqlite::ffi;
+        let failure =
+            |code| StoreError::Sqlite(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        assert!(failure(ffi::SQLITE_BUSY).is_unavailable());
+        assert!(failure(ffi::SQLITE_LOCKED).is_unavailable());
+        assert!(failure(ffi::SQLITE_BUSY_SNAPSHOT).is_unavailable());
+        assert!(!failure(ffi::SQLITE_CONSTRAINT).is_unavailable());
+        assert!(!failure(ffi::SQLITE_FULL).is_unavailable());
+        assert!(StoreError::Busy.is_unavailable() && StoreError::Closed.is_unavailable());
+        assert!(!StoreError::Panicked.is_unavailable());
     }
 
     #[test]
