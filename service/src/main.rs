@@ -50,8 +50,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             run_async(async move {
-                let acquire_wait = metrics::Metrics::new().acquire_wait();
-                let storage = items::store::connect(&config.database, acquire_wait).await?;
+                let store_metrics = metrics::Metrics::new().store();
+                let storage = items::store::connect(&config.database, store_metrics).await?;
                 tracing::info!(
                     backend = storage.pool.backend().name(),
                     "migrations applied"

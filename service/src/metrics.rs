@@ -22,6 +22,17 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// The histograms the store records in: waits for a connection (or for room in SQLite's write
+/// queue), and SQLite's group commits.
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    pub acquire_wait: Histogram,
+    /// Writes per committed group (SQLite).
+    pub commit_group_size: Histogram,
+    /// Time from a group's BEGIN to its durable COMMIT (SQLite).
+    pub commit_duration: Histogram,
+}
+
 /// Labels of the per-request series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -61,6 +72,11 @@ const SIZE_BUCKETS: [f64; 9] = [
 ];
 
 /// Histogram bucket bounds for waiting on a pooled database connection: 10 us to 5 s.
+/// Writes per group commit: powers of two up to the largest configurable group.
+const GROUP_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 const ACQUIRE_BUCKETS: [f64; 12] = [
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
@@ -112,13 +128,17 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pool: Family<PoolLabels, Gauge<i64, AtomicI64>>,
     pool_max: Gauge,
-    acquire_wait: Histogram,
+    store: StoreMetrics,
 }
 
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let acquire_wait = Histogram::new(ACQUIRE_BUCKETS.iter().copied());
+        let store = StoreMetrics {
+            acquire_wait: Histogram::new(ACQUIRE_BUCKETS.iter().copied()),
+            commit_group_size: Histogram::new(GROUP_BUCKETS.iter().copied()),
+            commit_duration: Histogram::new(ACQUIRE_BUCKETS.iter().copied()),
+        };
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -154,7 +174,18 @@ impl Metrics {
             "shipshape_db_pool_acquire_duration",
             "Time spent waiting for a pooled database connection",
             Unit::Seconds,
-            acquire_wait.clone(),
+            store.acquire_wait.clone(),
+        );
+        registry.register(
+            "shipshape_db_commit_group_size",
+            "Writes committed together in one transaction and one fsync (SQLite group commit)",
+            store.commit_group_size.clone(),
+        );
+        registry.register_with_unit(
+            "shipshape_db_commit_duration",
+            "Time from a write group's BEGIN to its durable COMMIT (SQLite group commit)",
+            Unit::Seconds,
+            store.commit_duration.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
         let in_flight = Gauge::default();
@@ -200,13 +231,13 @@ impl Metrics {
             rejected,
             pool,
             pool_max,
-            acquire_wait,
+            store,
         }
     }
 
-    /// The histogram the store records its waits for a pooled connection in.
-    pub fn acquire_wait(&self) -> Histogram {
-        self.acquire_wait.clone()
+    /// The histograms the store records in.
+    pub fn store(&self) -> StoreMetrics {
+        self.store.clone()
     }
 
     /// Counts a request as in flight until the guard is dropped, also when the request future is

@@ -33,7 +33,7 @@ impl Application {
     /// requests are traced as `trace` says (`Telemetry::policy`).
     pub async fn build(config: Config, trace: TracePolicy) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let storage = store::connect(&config.database, metrics.acquire_wait()).await?;
+        let storage = store::connect(&config.database, metrics.store()).await?;
         Self::with_storage(config, storage, metrics, trace)
     }
 

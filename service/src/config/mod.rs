@@ -112,6 +112,13 @@ pub struct DatabaseConfig {
     /// How long `/readyz` waits for the database to answer.
     #[serde(with = "humantime_serde")]
     pub ready_timeout: Duration,
+    /// SQLite group commit: at most this many writes share one transaction and fsync (1 to
+    /// 1024; 1 commits each write alone). PostgreSQL groups concurrent commits itself.
+    pub commit_group_max: u32,
+    /// SQLite group commit: how long the writer waits for more writes once it has one (0: it
+    /// takes what queued during the previous commit, adding no latency).
+    #[serde(with = "humantime_serde")]
+    pub commit_group_wait: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -124,6 +131,8 @@ impl Default for DatabaseConfig {
             statement_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(1),
+            commit_group_max: 64,
+            commit_group_wait: Duration::ZERO,
         }
     }
 }
@@ -477,6 +486,18 @@ impl Config {
             return Err(bad(
                 "database.min_connections",
                 "must not exceed database.max_connections".into(),
+            ));
+        }
+        if !(1..=1024).contains(&db.commit_group_max) {
+            return Err(bad(
+                "database.commit_group_max",
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        if db.commit_group_wait > Duration::from_millis(100) {
+            return Err(bad(
+                "database.commit_group_wait",
+                "must be at most 100ms (it delays every write)".into(),
             ));
         }
         if h.max_connections == 0 {
@@ -879,6 +900,14 @@ mod tests {
             (
                 ("SHIPSHAPE_DATABASE__MAX_CONNECTIONS", "0"),
                 "key `database.max_connections`",
+            ),
+            (
+                ("SHIPSHAPE_DATABASE__COMMIT_GROUP_MAX", "0"),
+                "key `database.commit_group_max` (from env SHIPSHAPE_DATABASE__COMMIT_GROUP_MAX): must be between 1 and 1024",
+            ),
+            (
+                ("SHIPSHAPE_DATABASE__COMMIT_GROUP_WAIT", "1s"),
+                "key `database.commit_group_wait` (from env SHIPSHAPE_DATABASE__COMMIT_GROUP_WAIT): must be at most 100ms",
             ),
             (
                 ("SHIPSHAPE_DATABASE__MIN_CONNECTIONS", "99"),

@@ -97,7 +97,7 @@ pub async fn router_for(mut config: Config) -> Router {
 
 /// Connects to `config`'s database as `Application::build` does.
 pub async fn connect(config: &Config, metrics: &Metrics) -> Storage {
-    store::connect(&config.database, metrics.acquire_wait())
+    store::connect(&config.database, metrics.store())
         .await
         .expect("connect")
 }
