@@ -95,15 +95,14 @@ impl Writer {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let group_size = metrics.commit_group_size.clone();
         let commit_duration = metrics.commit_duration.clone();
+        // A runtime of its own, only to wait for the queue with a deadline; the SQLite calls
+        // block the writer thread, which nothing else runs on.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                // A runtime of its own, only to wait for the queue with a deadline; the SQLite
-                // calls block this thread, which nothing else runs on.
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .expect("a current-thread runtime with a timer builds");
                 rt.block_on(
                     Group {
                         conn,
