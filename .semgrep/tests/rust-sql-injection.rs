@@ -93,3 +93,23 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, column: &str, value: &str) {
     // ok: rust-sql-format
     qb.push(" AND name = ").push_bind(value);
 }
+
+// rusqlite: the SQLite store's connection methods are sinks too.
+fn sqlite_bad(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<()> {
+    // ruleid: rust-sql-format
+    conn.prepare_cached(&format!("SELECT * FROM items WHERE name = '{name}'"))?;
+    let sql = format!("DELETE FROM items WHERE name = '{name}'");
+    // ruleid: rust-sql-format
+    conn.execute(&sql, [])?;
+    // ruleid: rust-sql-format
+    conn.execute_batch(&("DROP TABLE ".to_owned() + name))?;
+    Ok(())
+}
+
+fn sqlite_good(conn: &rusqlite::Connection, name: &str) -> rusqlite::Result<()> {
+    // ok: rust-sql-format
+    conn.prepare_cached(concat!("SELECT ", "id", " FROM items WHERE name = ?1"))?;
+    // ok: rust-sql-format
+    conn.execute("DELETE FROM items WHERE name = ?1", [name])?;
+    Ok(())
+}
