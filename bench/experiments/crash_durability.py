@@ -6,12 +6,15 @@ goes further: 32 concurrent writers (creates, plus PATCHes of already acknowledg
 kill -9 / restart rounds on the same database, killed at a random moment each time, and after
 every round *every* acknowledged write so far must read back exactly as acknowledged (an
 acknowledged PATCH must be visible with its version). On SQLite the database file must also
-pass `PRAGMA integrity_check` after the last crash.
+pass `PRAGMA integrity_check` after the last crash, and the writes must really have been
+group-committed: the scrape taken just before each kill must show groups of more than one write
+on average (`shipshape_db_commit_group_size`), so the kills land on group commits.
 """
 
 import asyncio
 import json
 import random
+import re
 import signal
 import sqlite3
 import sys
@@ -99,10 +102,21 @@ def verify(x: Experiment, svc: h.Service, acked: dict, unsure: dict) -> None:
     expect(not changed, f"{len(changed)} acknowledged items differ after kill -9, e.g. {changed[:1]}")
 
 
+def mean_group_size(port: int) -> float | None:
+    """Writes per SQLite commit group so far, from the live scrape (None: no groups yet)."""
+    _, _, text = h.request(port, "GET", "/metrics")
+    def value(name: str) -> float:
+        m = re.search(rf"^{name} (\S+)$", text.decode(), re.M)
+        return float(m.group(1)) if m else 0.0
+    count = value("shipshape_db_commit_group_size_count")
+    return value("shipshape_db_commit_group_size_sum") / count if count else None
+
+
 def crash_rounds(x: Experiment, backend: str, url: str) -> str:
     acked: dict = {}
     unsure: dict = {}
     kills = []
+    groups = []
     for rnd in range(1, ROUNDS + 1):
         svc = x.service(url, name=f"crash-{backend}-{rnd}").start()
         svc.wait_ready()
@@ -113,6 +127,8 @@ def crash_rounds(x: Experiment, backend: str, url: str) -> str:
             stop = asyncio.Event()
             task = asyncio.create_task(writers(svc.port, x.headers(), stop, acked, unsure, rnd))
             await asyncio.sleep(random.uniform(1.0, 2.0))
+            if backend == "sqlite":
+                groups.append(await asyncio.to_thread(mean_group_size, svc.port))
             svc.signal(signal.SIGKILL)
             kills.append(time.monotonic())
             await asyncio.sleep(0.3)
@@ -135,7 +151,8 @@ def crash_rounds(x: Experiment, backend: str, url: str) -> str:
         # The last process was stopped cleanly; check the file the crashes left behind too.
         res = sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0]
         expect(res == "ok", f"PRAGMA integrity_check: {res}")
-        extra = ", integrity_check ok"
+        expect(all(g and g > 1.0 for g in groups), f"writes were not group-committed before the kills: mean group sizes {groups}")
+        extra = ", integrity_check ok, mean commit group before each kill " + ", ".join(f"{g:.1f}" for g in groups) + " writes"
     return f"{backend}: {ROUNDS} kill -9 rounds, {len(acked)} acknowledged items ({patched} patched) all present and intact{extra}"
 
 
