@@ -193,10 +193,10 @@ def measured(svc: h.Service, pg: h.Postgres | None, fn) -> dict:
     counted = hasattr(svc, "metrics")  # shipshape counts what it served; the peers' counters differ
     served0 = h.requests_total(svc.metrics()) if counted else 0
     cpu0 = svc.cpu_seconds()
-    pg0 = h.children_cpu_seconds(pg.postmaster_pid()) if pg else 0.0
+    pg0 = h.tree_cpu_seconds(pg.postmaster_pid()) if pg else 0.0
     r = fn()
     cpu1 = svc.cpu_seconds()
-    pg1 = h.children_cpu_seconds(pg.postmaster_pid()) if pg else 0.0
+    pg1 = h.tree_cpu_seconds(pg.postmaster_pid()) if pg else 0.0
     served = h.requests_total(svc.metrics()) - served0 if counted else None
     n = max(1, r["requests"])
     r["server_cpu_s"] = round(cpu1 - cpu0, 3)

@@ -208,22 +208,6 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
-def children_cpu_seconds(parent: int) -> float:
-    """Summed utime+stime of `parent`'s direct children (PostgreSQL backends)."""
-    total = 0.0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 def process_tree(root: int) -> list[int]:
     """`root` and every live descendant of it."""
     children: dict[int, list[int]] = {}
@@ -247,7 +231,9 @@ def process_tree(root: int) -> list[int]:
 def tree_cpu_seconds(root: int) -> float:
     """CPU time of a process tree: utime+stime+cutime+cstime of `root` and of each live
     descendant, so a worker that forked (uvicorn --workers N) counts, and one that has exited and
-    been reaped still counts through its parent's cutime/cstime (each once)."""
+    been reaped still counts through its parent's cutime/cstime (each once). For PostgreSQL
+    (root: the postmaster) that keeps the CPU of backends and autovacuum workers that exit
+    during a measurement; summing the live children alone lost it and could go negative."""
     total = 0.0
     for pid in process_tree(root):
         try:
