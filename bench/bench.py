@@ -375,6 +375,14 @@ PEER_SCENARIOS = {
     "mixed": ("90% GET by id, 10% create", None),
 }
 
+PEER_SCENARIO_ROUTES = {
+    # name: (row label in the table, the routes, for the line above the table)
+    "health": ("health", "`GET /health` (peers), `GET /healthz` (shipshape)"),
+    "write": ("create", "`POST /items`, `POST /v1/items`"),
+    "read": ("GET by id", "`GET /items/{id}`, `GET /v1/items/{id}`, a random stored id"),
+    "list": ("list 20", "`GET /v1/items?limit=20&cursor=...`, shipshape only (the peers have no list)"),
+    "mixed": ("mixed", "90% GET by id, 10% create"),
+}
 
 def shipped_sample_ratio() -> float:
     """telemetry.sample_ratio of the shipped config (the service exports every trace without it)."""
@@ -634,22 +642,33 @@ def _cell(sp: dict) -> str:
     return f"{_fmt(sp['median'])} ({_fmt(sp['min'])}-{_fmt(sp['max'])})"
 
 
+PASTE_BEGIN = "<!-- bench/run.sh --peers: from here to the end marker is the block docs/performance.md#side-by-side-with-the-peers quotes -->"
+PASTE_END = "<!-- end of the bench/run.sh --peers block -->"
+
+
 def peers_markdown(results: dict) -> str:
+    """The run's report: a heading, then the block docs/performance.md quotes verbatim between
+    PASTE_BEGIN and PASTE_END (what ran, the ratio table, memory and the fixed rate), then any
+    failures. bench.py prints it, so a rerun's table is pasted, not retyped."""
     m, p = results["meta"], results["peers"]
     rounds = m["rounds"]
-    how = "median of 3 rounds (min-max)" if rounds == 3 else (f"median of {rounds} rounds (min-max)" if rounds > 1 else "1 round")
+    how = f"median of {rounds} rounds (min-max)" if rounds > 1 else "1 round"
+    day = f"{m['stamp'][:4]}-{m['stamp'][4:6]}-{m['stamp'][6:8]}"
     lines = [
         f"# shipshape and its peers, side by side ({m['stamp']})",
         "",
-        f"`{m['command']}` at commit `{m['git_commit']}`, binary {m['binary_version']} ({m['binary_profile']} build); "
+        PASTE_BEGIN,
+        "",
+        f"`{m['command']}` on {day}, commit `{m['git_commit']}`, binary `{m['binary_version']}`, {m['binary_profile']} build; "
         f"wrk, {m['connections']} connections, {m['duration_s']:g} s per scenario after {m['warmup_s']:g} s warm-up, "
-        f"{rounds} round(s) interleaved (per scenario: seed, floor, shipshape variants); server on CPU {SERVER_CPU}, "
-        f"wrk on CPU {GENERATOR_CPU}; {m['machine']['cpus']} CPUs ({m['machine']['cpu_model']}); load average "
+        f"{rounds} round{'s' if rounds != 1 else ''} interleaved; server on CPU {SERVER_CPU}, wrk on CPU {GENERATOR_CPU}; "
+        f"{m['machine']['cpus']} CPUs ({m['machine']['cpu_model']}); load average "
         f"{' '.join(m['machine']['loadavg_start'])} at start, {' '.join(m.get('loadavg_end', []))} at end.",
         "",
-        f"req/s and server CPU µs per request: {how}. CPU vs floor: shipshape's process CPU per request "
-        "over the floor's, in the same round (median over rounds); with PostgreSQL's own CPU in brackets. "
-        "req/s vs seed: the same for throughput.",
+        f"req/s and server CPU µs per request: {how}. CPU vs floor: the server's CPU per request over "
+        "the floor's in the same round (median over rounds), in brackets with PostgreSQL's own CPU added. "
+        "req/s vs seed: the same for throughput. "
+        + "; ".join("{}: {}".format(*PEER_SCENARIO_ROUTES[scen]) for scen in p["summary"]) + ".",
         "",
         "| scenario | server | req/s | CPU µs/req | PostgreSQL µs/req | CPU vs floor | req/s vs seed |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -662,14 +681,14 @@ def peers_markdown(results: dict) -> str:
                 cvf += f" ({row['cpu_with_pg_vs_floor']:.2f})"
             rvs = f"{row['rps_vs_seed']:.2f}" if row.get("rps_vs_seed") is not None and name != "seed" else ""
             errs = f" **{row['errors']} errors**" if row["errors"] else ""
-            lines.append(f"| {PEER_SCENARIOS[scen][0]} | {PEER_SERVERS[name][3]}{errs} | {_cell(row['rps'])} | "
+            lines.append(f"| {PEER_SCENARIO_ROUTES[scen][0]} | {PEER_SERVERS[name][3]}{errs} | {_cell(row['rps'])} | "
                          f"{_cell(row['cpu_us_per_req'])} | {pgc} | {cvf} | {rvs} |")
     lines += [
         "",
         f"shipshape: `{m['shipped_config']}` (the ConfigMap's file: JSON logs at info, "
         f"telemetry.sample_ratio {m['shipped_sample_ratio']:g}), auth on (HS256 bearer token on every /v1 request), "
-        "rate limiting off (one client address), SQLite durable (WAL, synchronous=FULL) or a local PostgreSQL 15 "
-        "(fsync on, its backends pinned to CPU 0 too); every server runs at once, idle unless loaded. "
+        "rate limiting off (one client address), SQLite durable (WAL, synchronous=FULL) or a local PostgreSQL "
+        "(fsync on, pinned to CPU 0 too); every server runs at once, idle unless loaded. "
         f"Fixed rate: oha, open loop, {m['fixed_connections']} connections, GET by id, once per server after the rounds.",
         "",
         f"| server | idle RSS MB | peak RSS MB (closed loop) | fixed {m['fixed_rate']:,} GET/s: served req/s | p99 ms | CPU µs/req | configuration |",
@@ -686,6 +705,7 @@ def peers_markdown(results: dict) -> str:
             fixed = f"{why} | | "
         conf = info.get("short", "")
         lines.append(f"| {info.get('label', name)} | {info.get('idle_rss_mb', '')} | {peak} | {fixed} | {conf} |")
+    lines += ["", PASTE_END]
     if p.get("failed"):
         lines += ["", "Failures:", ""] + [f"- {f}" for f in p["failed"]]
     return "\n".join(lines) + "\n"
