@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reliability stage: the benchmark harness in smoke mode and the reliability experiments of
+# Reliability stage: the benchmark harness in smoke mode (alone, the telemetry-overhead A/B, and
+# side by side with the peers in ../shared/peers, issue 14) and the reliability experiments of
 # issue 6 (bench/experiments/, docs/performance.md), against the real binary on loopback only:
 #   3 kill -9 during writes            5 Idempotency-Key retries after dropped connections
 #   4 PostgreSQL outage and recovery   6 10,000 idle connections and slow-loris clients
@@ -11,6 +12,8 @@
 # its own time limit (and `timeout` here as a backstop); the whole stage takes a few minutes.
 #   .ci/reliability.sh                  everything
 #   .ci/reliability.sh db_outage        only the named experiments (file names without .py)
+#   .ci/reliability.sh bench            only the benchmark smoke runs (bench, overhead, peers)
+#   .ci/reliability.sh peers            only the side-by-side smoke run with the peers
 #   SHIPSHAPE_BIN=path                  test that binary (default: target/debug/shipshape,
 #                                       which the rust stage builds; built here if missing)
 set -euo pipefail
@@ -38,7 +41,32 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 results=()
 failed=0
+
+# The side-by-side run in smoke form: the seed (FastAPI), the floor (bare axum) and shipshape's
+# variants (SQLite and PostgreSQL, telemetry as shipped and off), 1 s per scenario, 1 round.
+# bench.py fails unless every server answered every scenario with no errors and every ratio was
+# computed; here the ratio table must also have been printed. The peers' first start builds the
+# floor (cargo, cached in $CI_CACHE/floor-target) and makes the seed's venv ($CI_CACHE/seed-venv):
+# minutes on a fresh machine, hence the timeout; ~1 min once cached.
+peers_smoke() {
+  local out
+  out=$(mktemp -d)
+  log "benchmark side by side with the peers, smoke mode (debug shipshape: checks the harness, not the figures)"
+  if timeout --kill-after=10 1200 bench/run.sh --peers --smoke --out "$out" | tee "$out/stdout" &&
+    grep -q '^| scenario | server | req/s | CPU µs/req | PostgreSQL µs/req | CPU vs floor | req/s vs seed |$' "$out/stdout"; then
+    results+=("peers-smoke: PASS (seed, floor and every shipshape variant answered every scenario without errors; ratio table printed)")
+  else
+    results+=("peers-smoke: FAIL (see above)")
+    failed=1
+  fi
+  rm -rf "$out"
+}
+
 for name in "${selected[@]}"; do
+  if [ "$name" = peers ]; then
+    peers_smoke
+    continue
+  fi
   if [ "$name" = bench ]; then
     log "benchmark harness, smoke mode (debug binary: checks the harness, not the figures)"
     out=$(mktemp -d)
@@ -56,9 +84,10 @@ for name in "${selected[@]}"; do
       results+=("overhead-smoke: FAIL (see above)")
       failed=1
     fi
+    peers_smoke
     continue
   fi
-  [ -f "bench/experiments/$name.py" ] || die "no such experiment: $name (have: ${all[*]})"
+  [ -f "bench/experiments/$name.py" ] || die "no such experiment: $name (have: bench peers ${all[*]})"
   log "experiment: $name"
   line=""
   set +e

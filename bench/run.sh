@@ -4,6 +4,10 @@
 #   bench/run.sh              build the release binary, install wrk/oha if missing, run every
 #                             scenario on SQLite and (when installed) PostgreSQL, 10 s each
 #   bench/run.sh --smoke      ~2 s per scenario: checks the harness end to end (CI)
+#   bench/run.sh --peers      side by side with the peers in ../shared/peers (the seed FastAPI
+#                             service, the bare axum floor) and shipshape on SQLite/PostgreSQL with
+#                             telemetry as shipped and off: 3 interleaved rounds, 5 s per
+#                             scenario, the ratio table (--peers --smoke: 1 round, 1 s; CI)
 #   bench/run.sh --help       all options (duration, connections, fixed rate, backends, ...)
 #
 # Environment: SHIPSHAPE_BIN=path skips the build and benchmarks that binary (CI passes the debug

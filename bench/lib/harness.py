@@ -6,7 +6,9 @@ Starts the real `shipshape` binary on loopback with a throwaway database, waits 
 /proc, runs a throwaway PostgreSQL cluster (`Postgres`, the one PostgreSQL helper of the Python
 code; tests that only need a database use $SHIPSHAPE_TEST_PG_URL from .ci/lib.sh's
 start_postgres instead), and turns auth on automatically when the binary has a `token`
-subcommand (and rate limiting off when the binary knows `rate_limit`).
+subcommand (and rate limiting off when the binary knows `rate_limit`). Starts the peers of
+../shared/peers (`Peer`: the seed FastAPI service and the bare axum floor) through their own
+run.sh, read-only, with their build and venv cached beside the CI tools.
 Everything here talks to 127.0.0.1 only and every wait is bounded.
 """
 
@@ -206,17 +208,38 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
-def children_cpu_seconds(parent: int) -> float:
-    """Summed utime+stime of `parent`'s direct children (PostgreSQL backends)."""
-    total = 0.0
+def process_tree(root: int) -> list[int]:
+    """`root` and every live descendant of it."""
+    children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process tree: utime+stime+cutime+cstime of `root` and of each live
+    descendant, so a worker that forked (uvicorn --workers N) counts, and one that has exited and
+    been reaped still counts through its parent's cutime/cstime (each once). For PostgreSQL
+    (root: the postmaster) that keeps the CPU of backends and autovacuum workers that exit
+    during a measurement; summing the live children alone lost it and could go negative."""
+    total = 0.0
+    for pid in process_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            total += sum(int(x) for x in fields[11:15]) / CLK_TCK
         except (OSError, IndexError, ValueError):
             continue
     return total
@@ -430,6 +453,164 @@ def requests_total(metrics_text: str, exclude_routes=("/metrics",)) -> int:
                 continue
             total += int(float(value))
     return total
+
+
+# --------------------------------------------------------------------------------------------
+# The peers (../shared/peers, read-only): the seed service (FastAPI) and the bare axum floor,
+# measured side by side with shipshape by `bench.py --peers`.
+
+
+def shared_dir() -> pathlib.Path:
+    """shared/: $SHIPSHAPE_SHARED_DIR (.ci/lib.sh exports it), else beside the checkout."""
+    return pathlib.Path(os.environ.get("SHIPSHAPE_SHARED_DIR") or ROOT.parent / "shared")
+
+
+def ci_cache() -> pathlib.Path:
+    """The build and tool cache of .ci/lib.sh ($SHIPSHAPE_CI_CACHE, else ~/.cache/shipshape-ci)."""
+    return pathlib.Path(os.environ.get("SHIPSHAPE_CI_CACHE") or pathlib.Path.home() / ".cache" / "shipshape-ci")
+
+
+# name: (directory under peers/, health route, item collection, what its first start prepares)
+PEERS = {
+    "seed": ("seed-fastapi", "/health", "/items", "venv"),
+    "floor": ("floor", "/health", "/items", "release build"),
+}
+
+
+class Peer:
+    """One peer started through its own run.sh (`bash run.sh PORT`, which execs the server, so
+    the process we start is the server), optionally pinned to a CPU. Its first start builds the
+    floor (cargo, into <ci cache>/floor-target) or makes the seed's venv (pip, <ci cache>/seed-venv):
+    `prepare()` does that unpinned and outside any measurement. The seed's per-request JSON log
+    goes to /dev/null, as peers/README.md says to do when benchmarking; stderr to a log file."""
+
+    def __init__(self, name: str, workdir: pathlib.Path, cpu: int | None = None, port: int | None = None):
+        sub, self.health_path, self.items_path, self.first_start = PEERS[name]
+        self.name = name
+        self.dir = shared_dir() / "peers" / sub
+        self.script = self.dir / "run.sh"
+        if not self.script.exists():
+            raise Failure(f"peer {name}: {self.script} not found (set SHIPSHAPE_SHARED_DIR to the shared/ directory)")
+        self.workdir = workdir
+        self.cpu = cpu
+        self.port = port or free_port()
+        self.log_path = workdir / f"peer-{name}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        cache = ci_cache()
+        e = clean_env({
+            "CARGO_TARGET_DIR": str(cache / "floor-target"),
+            "SEED_VENV": str(cache / "seed-venv"),
+            # peers/ is read-only: no __pycache__ written into it.
+            "PYTHONDONTWRITEBYTECODE": "1",
+        })
+        for k in ("CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "PIP_INDEX_URL", "XDG_CACHE_HOME"):
+            if k in os.environ:
+                e[k] = os.environ[k]
+        return e
+
+    def prepared(self) -> bool:
+        cache = ci_cache()
+        if self.name == "floor":
+            return os.access(cache / "floor-target" / "release" / "floor", os.X_OK)
+        return os.access(cache / "seed-venv" / "bin" / "uvicorn", os.X_OK)
+
+    def prepare(self, timeout: float = 1200) -> float:
+        """First start, unpinned, so run.sh builds/installs; then stop. Returns seconds taken (0
+        when there was nothing to do)."""
+        if self.prepared():
+            return 0.0
+        t0 = time.monotonic()
+        cpu, self.cpu = self.cpu, None
+        try:
+            self.start()
+            self.wait_ready(timeout=timeout)
+        finally:
+            self.stop()
+            self.cpu = cpu
+        if not self.prepared():
+            raise Failure(f"peer {self.name}: run.sh served but left no {self.first_start} in {ci_cache()}")
+        return time.monotonic() - t0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> "Peer":
+        cpu = self.cpu
+
+        def pin():
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["bash", str(self.script), str(self.port)],
+            cwd=self.workdir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            preexec_fn=pin,
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        try:
+            return wait_ready(self.port, timeout, 0.02, alive=self.alive, path=self.health_path, what=f"peer {self.name}")
+        except Failure as e:
+            raise Failure(f"{e}:\n{self.tail()}") from None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM to the server and its tree; exit code (the floor has no signal handler: -15)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        pids = process_tree(self.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in process_tree(self.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.proc.wait()
+            return None
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid)
+
+    def _tree_kb(self, key: str) -> int:
+        total = 0
+        for pid in process_tree(self.pid):
+            try:
+                total += status_kb(pid, key)
+            except OSError:
+                continue  # exited meanwhile
+        return total
+
+    def rss_kb(self) -> int:
+        return self._tree_kb("VmRSS")
+
+    def hwm_kb(self) -> int:
+        return self._tree_kb("VmHWM")
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
 
 
 # --------------------------------------------------------------------------------------------

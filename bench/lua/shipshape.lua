@@ -5,6 +5,8 @@
 --   BENCH_GET_PCT  share of GETs in `mix`, percent (default 90); the rest are POSTs
 --   BENCH_TOKEN    bearer token, when the service has auth on
 --   BENCH_UA       User-Agent (default shipshape-bench), so the server log can tell load apart
+--   BENCH_ITEMS_PATH  the item collection (default /v1/items; the peers serve /items)
+--   BENCH_HEALTH_PATH the liveness route (default /healthz; the peers serve /health)
 -- Each request picks its kind independently, so the mix holds whatever the latencies are
 -- (two generators split by connection count would drift towards the faster endpoint).
 -- done() prints one line "WRKJSON {...}" with counts, errors and latency percentiles (us).
@@ -13,6 +15,8 @@ local mode = os.getenv("BENCH_MODE") or "get"
 local get_pct = tonumber(os.getenv("BENCH_GET_PCT") or "90")
 local token = os.getenv("BENCH_TOKEN") or ""
 local ua = os.getenv("BENCH_UA") or "shipshape-bench"
+local items_path = os.getenv("BENCH_ITEMS_PATH") or "/v1/items"
+local health_path = os.getenv("BENCH_HEALTH_PATH") or "/healthz"
 
 local function lines(path)
   local out = {}
@@ -46,16 +50,16 @@ function init(args)
   wrk.headers = headers()
   if mode == "get" or mode == "mix" then
     for _, id in ipairs(lines(os.getenv("BENCH_IDS"))) do
-      get_reqs[#get_reqs + 1] = wrk.format("GET", "/v1/items/" .. id)
+      get_reqs[#get_reqs + 1] = wrk.format("GET", items_path .. "/" .. id)
     end
     if #get_reqs == 0 then error("BENCH_IDS has no ids") end
   elseif mode == "list" then
     for _, c in ipairs(lines(os.getenv("BENCH_CURSORS"))) do
-      local path = "/v1/items?limit=20"
+      local path = items_path .. "?limit=20"
       if c ~= "" then path = path .. "&cursor=" .. c end
       list_reqs[#list_reqs + 1] = wrk.format("GET", path)
     end
-    if #list_reqs == 0 then list_reqs[1] = wrk.format("GET", "/v1/items?limit=20") end
+    if #list_reqs == 0 then list_reqs[1] = wrk.format("GET", items_path .. "?limit=20") end
   end
 end
 
@@ -66,7 +70,7 @@ local function post()
   local body = string.format(
     '{"name":"bench %s t%d n%d","description":"benchmark item","price":19.99,"quantity":%d,"tags":["bench","kitchen"]}',
     run_tag, tid or 0, seq, seq % 1000)
-  return wrk.format("POST", "/v1/items", post_headers, body)
+  return wrk.format("POST", items_path, post_headers, body)
 end
 
 local health_req, ready_req = nil, nil
@@ -84,7 +88,7 @@ function request()
     if ready_req == nil then ready_req = wrk.format("GET", "/readyz") end
     return ready_req
   else
-    if health_req == nil then health_req = wrk.format("GET", "/healthz") end
+    if health_req == nil then health_req = wrk.format("GET", health_path) end
     return health_req
   end
 end
