@@ -62,6 +62,19 @@ peers_smoke() {
   rm -rf "$out"
 }
 
+# PostgreSQL round trips and preparations per request, counted on the wire by a relay
+# (bench/pg_round_trips.py): fails when a request kind takes more round trips than its budget
+# (one for every single-statement write and read) or prepares a statement in steady state.
+pg_round_trips() {
+  log "PostgreSQL round trips per request (wire count, prepared statements)"
+  if timeout --kill-after=10 180 python3 bench/pg_round_trips.py --bin "$SHIPSHAPE_BIN" --requests 50 --check; then
+    results+=("pg-round-trips: PASS (every request kind within its round-trip budget, no statement prepared in steady state)")
+  else
+    results+=("pg-round-trips: FAIL (see above)")
+    failed=1
+  fi
+}
+
 for name in "${selected[@]}"; do
   if [ "$name" = peers ]; then
     peers_smoke
@@ -85,6 +98,7 @@ for name in "${selected[@]}"; do
       failed=1
     fi
     peers_smoke
+    pg_round_trips
     continue
   fi
   [ -f "bench/experiments/$name.py" ] || die "no such experiment: $name (have: bench peers ${all[*]})"

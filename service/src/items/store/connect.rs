@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    ConnectOptions,
+    ConnectOptions, Connection,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -77,6 +77,9 @@ async fn connect_sqlite(
     })
 }
 
+/// A pooled PostgreSQL connection idle this long is pinged before a request gets it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 async fn connect_postgres(
     cfg: &DatabaseConfig,
     url: &url::Url,
@@ -95,6 +98,18 @@ async fn connect_postgres(
         .min_connections(cfg.min_connections)
         .acquire_timeout(cfg.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // request. Ping only one that sat idle, as sqlx's documented example does; a busy
+        // connection that broke fails its query, and the breaker takes it from there.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
         .context("connecting to PostgreSQL")?;

@@ -41,13 +41,25 @@ fn row_to_item(row: &PgRow) -> Result<Item, StoreError> {
     })
 }
 
-/// SQLSTATE 23505 unique_violation.
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
+/// The create in one statement and one round trip (autocommit, so no BEGIN or COMMIT):
+/// claim the key (if any), insert the item only if the key was claimed or there is none, and
+/// read back what the key held before this statement. Every CTE sees the same snapshot, so
+/// `prior` is the key's row as committed before us, never the row `claimed` just wrote.
+const CREATE: &str = "WITH claimed AS (\
+    INSERT INTO idempotency_keys (key, fingerprint, item_id, response, created_at) \
+    SELECT $11, $12, $1, $13, $8 WHERE $11::text IS NOT NULL \
+    ON CONFLICT (key) DO NOTHING RETURNING 1\
+), inserted AS (\
+    INSERT INTO items (id, name, name_lower, description, price_cents, quantity, tags, created_at, updated_at, version) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+    WHERE $11::text IS NULL OR EXISTS (SELECT 1 FROM claimed) RETURNING 1\
+) \
+SELECT EXISTS (SELECT 1 FROM inserted) AS created, prior.fingerprint, prior.item_id, prior.response \
+FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS prior ON prior.key = $11::text";
 
 impl PgStore {
-    /// The stored outcome for an idempotency key, if the key is known.
+    /// The stored outcome for an idempotency key, if the key is known: a second round trip, only
+    /// when a concurrent request claimed the key after this one's snapshot was taken.
     async fn replay(&self, idem: &Idempotency) -> Result<Option<CreateOutcome>, StoreError> {
         let seen = sqlx::query(
             "SELECT fingerprint, item_id, response FROM idempotency_keys WHERE key = $1",
@@ -55,60 +67,10 @@ impl PgStore {
         .bind(&idem.key)
         .fetch_optional(&mut *self.conn().await?)
         .await?;
-        let Some(row) = seen else { return Ok(None) };
-        let fingerprint: String = row.try_get("fingerprint")?;
-        if fingerprint != idem.fingerprint {
-            return Ok(Some(CreateOutcome::KeyReused));
-        }
-        Ok(Some(CreateOutcome::Replayed {
-            item_id: row.try_get("item_id")?,
-            body: row.try_get("response")?,
-        }))
+        seen.as_ref().map(|row| replayed(row, idem)).transpose()
     }
 
-    async fn insert(
-        &self,
-        item: &Item,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        if let Some(idem) = idempotency {
-            // Claim the key first: a concurrent request with the same key waits on this row
-            // and then fails with a unique violation, after which it replays our response.
-            let body =
-                serde_json::to_string(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, item_id, response, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&idem.key)
-            .bind(&idem.fingerprint)
-            .bind(item.id)
-            .bind(body)
-            .bind(item.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO items (id, name, name_lower, description, price_cents, quantity, tags, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(item.id)
-        .bind(&item.name)
-        .bind(item.name.to_lowercase())
-        .bind(&item.description)
-        .bind(item.price.cents())
-        .bind(item.quantity)
-        .bind(&item.tags)
-        .bind(item.created_at)
-        .bind(item.updated_at)
-        .bind(item.version)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
+    /// Why a conditional write matched no row: a second round trip, on that path only.
     async fn missing_or_stale<T>(&self, id: Uuid) -> Result<WriteOutcome<T>, StoreError> {
         let exists = sqlx::query("SELECT 1 FROM items WHERE id = $1")
             .bind(id)
@@ -122,6 +84,18 @@ impl PgStore {
     }
 }
 
+/// The outcome a known key gives: its original response, or `KeyReused` for another request.
+fn replayed(row: &PgRow, idem: &Idempotency) -> Result<CreateOutcome, StoreError> {
+    let fingerprint: String = row.try_get("fingerprint")?;
+    if fingerprint != idem.fingerprint {
+        return Ok(CreateOutcome::KeyReused);
+    }
+    Ok(CreateOutcome::Replayed {
+        item_id: row.try_get("item_id")?,
+        body: row.try_get("response")?,
+    })
+}
+
 #[async_trait]
 impl ItemStore for PgStore {
     #[tracing::instrument(level = "info", name = "INSERT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "items"))]
@@ -130,24 +104,39 @@ impl ItemStore for PgStore {
         item: &Item,
         idempotency: Option<&Idempotency>,
     ) -> Result<CreateOutcome, StoreError> {
-        if let Some(idem) = idempotency
-            && let Some(outcome) = self.replay(idem).await?
-        {
-            return Ok(outcome);
+        let body = idempotency
+            .map(|_| serde_json::to_string(item))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(CREATE)
+            .bind(item.id)
+            .bind(&item.name)
+            .bind(item.name.to_lowercase())
+            .bind(&item.description)
+            .bind(item.price.cents())
+            .bind(item.quantity)
+            .bind(&item.tags)
+            .bind(item.created_at)
+            .bind(item.updated_at)
+            .bind(item.version)
+            .bind(idempotency.map(|i| &i.key))
+            .bind(idempotency.map(|i| &i.fingerprint))
+            .bind(body)
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
+        if row.try_get::<bool, _>("created")? {
+            return Ok(CreateOutcome::Created(item.clone()));
         }
-        match self.insert(item, idempotency).await {
-            Ok(()) => Ok(CreateOutcome::Created(item.clone())),
-            Err(StoreError::Database(e)) if is_unique_violation(&e) && idempotency.is_some() => {
-                let idem = idempotency.ok_or(StoreError::Database(e))?;
-                match self.replay(idem).await? {
-                    Some(outcome) => Ok(outcome),
-                    None => Err(StoreError::Corrupt(
-                        "idempotency key vanished during a race".into(),
-                    )),
-                }
-            }
-            Err(e) => Err(e),
+        let idem = idempotency.ok_or_else(|| {
+            StoreError::Corrupt("an insert without an idempotency key inserted nothing".into())
+        })?;
+        if row.try_get::<Option<String>, _>("fingerprint")?.is_some() {
+            return replayed(&row, idem);
         }
+        // The key was claimed by a request that committed after our snapshot: read it now.
+        self.replay(idem)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("idempotency key vanished during a race".into()))
     }
 
     #[tracing::instrument(level = "info", name = "SELECT items", skip_all, fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "items"))]
