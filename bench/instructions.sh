@@ -3,24 +3,44 @@
 # valgrind's callgrind: a figure that does not move with this VM's noise, for telling apart
 # changes of a few percent that CPU-time benchmarks cannot (docs/observability.md#overhead).
 #
-#   bench/instructions.sh [KEY=VALUE ...]      extra server environment, e.g.
+#   bench/instructions.sh [--top] [--floor] [KEY=VALUE ...]      extra server environment, e.g.
 #   bench/instructions.sh SHIPSHAPE_LOG__LEVEL=warn SHIPSHAPE_TELEMETRY__OTLP_ENDPOINT=
+#   BENCH_MODE=health bench/instructions.sh --top          GET /healthz instead of GET by id
+#   BENCH_MODE=health bench/instructions.sh --floor --top  the same on the bare axum floor of
+#                                                          ../shared/peers (GET /health)
 #
 # The service runs under callgrind with an OTLP sink to export to (override the endpoint with
 # an empty value for no exporter), auth and rate limiting off, 50 items stored. After a warm-up,
 # the counters are zeroed, wrk sends GET /v1/items/{id} for 10 s, the exporter gets 6 s to
-# flush, and the counters are dumped: instructions / requests. Kernel work (syscalls, TCP) is
+# flush, and the counters are dumped: instructions / requests (BENCH_MODE=health: GET /healthz). Kernel work (syscalls, TCP) is
 # not counted. Repeat runs agree to about 0.3%. SHIPSHAPE_BIN selects the binary (default
 # target/release/shipshape); the top functions are printed with --top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=.ci/lib.sh
 source .ci/lib.sh # tool installs, wait_ready
-top=0
-if [ "${1:-}" = --top ]; then top=25; shift; fi
+top=0 floor=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --top) top=25 ;;
+    --floor) floor=1 ;;
+    *) break ;;
+  esac
+  shift
+done
+mode=${BENCH_MODE:-get}
+case $mode in get | health) ;; *) die "BENCH_MODE=$mode: get or health" ;; esac
 ensure valgrind wrk
-bin=${SHIPSHAPE_BIN:-${CARGO_TARGET_DIR:-target}/release/shipshape}
-[ -x "$bin" ] || cargo build --release --locked -p shipshape
+if [ "$floor" = 1 ]; then
+  [ "$mode" = health ] || die "--floor measures BENCH_MODE=health only (the floor's items are in memory, unseeded)"
+  # The floor's own build, where the bench harness keeps it (bench/lib/harness.py, Peer).
+  export CARGO_TARGET_DIR="$CI_CACHE/floor-target"
+  (cd "$SHIPSHAPE_SHARED_DIR/peers/floor" && cargo build --release --locked -q)
+  bin=$CARGO_TARGET_DIR/release/floor
+else
+  bin=${SHIPSHAPE_BIN:-${CARGO_TARGET_DIR:-target}/release/shipshape}
+  [ -x "$bin" ] || cargo build --release --locked -p shipshape
+fi
 
 d=$(mktemp -d /tmp/shipshape-instr.XXXXXX)
 pids=()
@@ -35,12 +55,14 @@ env -i PATH="$PATH" HOME="$HOME" \
   SHIPSHAPE_HTTP__LISTEN="127.0.0.1:$port" SHIPSHAPE_DATABASE__URL="sqlite://$d/shipshape.db" \
   SHIPSHAPE_AUTH__ENABLED=false SHIPSHAPE_RATE_LIMIT__ENABLED=false SHIPSHAPE_LOG__FORMAT=json \
   SHIPSHAPE_TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:$(head -1 "$d/sink.port")" "$@" \
-  valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" --dump-instr=no "$bin" serve >"$d/server.log" 2>"$d/valgrind.log" &
+  valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" --dump-instr=no "$bin" $([ "$floor" = 1 ] && echo "$port" || echo serve) >"$d/server.log" 2>"$d/valgrind.log" &
 vg=$!
 pids+=("$vg")
-wait_ready "http://127.0.0.1:$port/readyz" 60 kill -0 "$vg" || { tail -5 "$d/valgrind.log" "$d/server.log" >&2; exit 1; }
+health=/healthz ready=/readyz
+[ "$floor" = 1 ] && health=/health ready=/health
+wait_ready "http://127.0.0.1:$port$ready" 60 kill -0 "$vg" || { tail -5 "$d/valgrind.log" "$d/server.log" >&2; exit 1; }
 # The bench harness's own seeding: 50 items, then their ids for the Lua script.
-python3 - "$port" "$d/ids" <<'EOF'
+[ "$floor" = 1 ] || python3 - "$port" "$d/ids" <<'EOF'
 import pathlib, sys
 sys.path[:0] = ["bench/lib", "bench"]
 import bench
@@ -50,7 +72,7 @@ ids, _ = bench.collect_ids_and_cursors(port, {})
 pathlib.Path(sys.argv[2]).write_text("\n".join(ids) + "\n")
 EOF
 
-load() { BENCH_MODE=get BENCH_IDS="$d/ids" wrk -t1 -c4 -d"$1" -s bench/lua/shipshape.lua "http://127.0.0.1:$port"; }
+load() { BENCH_MODE=$mode BENCH_HEALTH_PATH=$health BENCH_IDS="$d/ids" wrk -t1 -c4 -d"$1" -s bench/lua/shipshape.lua "http://127.0.0.1:$port"; }
 load 3s >/dev/null
 sleep 6 # the warm-up's spans leave in the exporter's next batch, not in the measured window
 callgrind_control -z "$vg" >/dev/null 2>&1
@@ -59,9 +81,12 @@ sleep 6
 callgrind_control -d "$vg" >/dev/null 2>&1
 requests=$(grep -oE '^ *[0-9]+ requests' "$d/wrk.txt" | grep -oE '[0-9]+')
 dump=$(find "$d" -name 'cg.out.*' | head -1)
-python3 - "$dump" "$d/cg.out" "$requests" "$top" "$*" <<'EOF'
+what="GET request"
+[ "$mode" = health ] && what="GET $health"
+[ "$floor" = 1 ] && what="$what on the floor"
+python3 - "$dump" "$d/cg.out" "$requests" "$top" "$*" "$what" <<'EOF'
 import collections, re, sys
-dump, final, n, top, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+dump, final, n, top, label, what = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 names, self_cost = {}, collections.Counter()
 for path in (final, dump):  # compressed names may be defined in either file
     for line in open(path, errors="replace"):
@@ -86,7 +111,7 @@ for line in open(dump, errors="replace"):
         parts = line.split()
         if len(parts) >= 2 and fn:
             self_cost[fn] += int(parts[1])
-print(f"{total // n} instructions per GET request ({n} requests; {label or 'defaults'})")
+print(f"{total // n} instructions per {what} ({n} requests; {label or 'defaults'})")
 for k, v in self_cost.most_common(top):
     print(f"  {v / n:8.0f}  {names.get(k, k)[:140]}")
 EOF
