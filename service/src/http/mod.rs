@@ -151,33 +151,36 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 ))
                 .timeout(http.request_timeout)
         });
-    let mut app = Router::new()
+    // The layers every route crosses, as one tower stack in one router layer: each
+    // `Router::layer` boxes every route again, and a request clones the whole chain of boxes
+    // at every level it crosses (docs/performance.md#health-and-the-middleware-stack).
+    // Outermost first: observation, panic catching, CORS (when origins are configured: it
+    // answers preflights before authentication), the guard, problem bodies for axum's own
+    // errors, the body limit.
+    let stack = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            observe::panic_response,
+        ))
+        .option_layer(hardening::cors_layer(&config.security.cors_origins))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .map_response({
+            let body_limit = state.body_limit;
+            move |response| observe::problem_for_bare_errors(body_limit, response)
+        })
+        .layer(DefaultBodyLimit::max(http.body_limit));
+    let app = Router::new()
         .merge(api)
         .merge(probes::routes(http.metrics_listen.is_none()))
         .merge(docs::routes(config))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(http.body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::problem_for_bare_errors,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::guard,
-        ));
-    // CORS (when origins are configured) answers preflights before authentication. Added only
-    // then: every router layer, even an empty `option_layer`, boxes each route per request.
-    if let Some(cors) = hardening::cors_layer(&config.security.cors_origins) {
-        app = app.layer(cors);
-    }
-    let app = app
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            observe::panic_response,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ));
+        .layer(stack);
     hardening::harden(app, config.security.hsts).with_state(state)
 }
 

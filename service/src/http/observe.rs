@@ -13,7 +13,7 @@ use axum::{
 };
 use tracing::{Instrument, field::Empty};
 
-use super::{AppState, error::ApiError, otel};
+use super::{AppState, BodyLimit, error::ApiError, otel};
 use crate::{
     metrics::RequestLabels,
     telemetry::{
@@ -216,10 +216,13 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     }
 
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ctx.trace_id_hex()) {
+    // Room for the two trace headers and the hardening layer's five (`hardening::harden`) in
+    // one allocation, not in the map's growth steps.
+    headers.reserve(8);
+    if let Ok(v) = HeaderValue::from_bytes(&ctx.trace_id_hex_bytes()) {
         headers.insert(X_TRACE_ID.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
+    if let Ok(v) = HeaderValue::from_bytes(&ctx.traceparent_bytes()) {
         headers.insert(TRACEPARENT.clone(), v);
     }
     if state.is_draining() {
@@ -244,13 +247,9 @@ pub fn drop_invalid_request_id<B>(mut req: axum::http::Request<B>) -> axum::http
 }
 
 /// Gives responses that axum produces itself (405 with `Allow`, body-limit 413) a problem+json
-/// body; handler errors already have one.
-pub async fn problem_for_bare_errors(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(req).await;
+/// body; handler errors already have one. A plain response map (tower's `map_response`, no
+/// boxed future), given the body limit the 413 names.
+pub fn problem_for_bare_errors(body_limit: BodyLimit, response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()
@@ -269,9 +268,7 @@ pub async fn problem_for_bare_errors(
                 .into(),
         )
         .into_response(),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(state.body_limit.0).into_response()
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body_limit.0).into_response(),
         StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".into()).into_response(),
         _ => return response,
     };

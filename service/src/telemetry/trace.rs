@@ -50,14 +50,25 @@ impl TraceContext {
         hex(&self.span_id)
     }
 
-    /// The `traceparent` value naming this server span as the parent.
+    /// The trace id as 32 lower-case hex digits, on the stack (the `X-Trace-ID` value).
+    pub fn trace_id_hex_bytes(&self) -> [u8; 32] {
+        hex_array(&self.trace_id)
+    }
+
+    /// The `traceparent` value naming this server span as the parent,
+    /// `00-{trace id}-{span id}-{flags}`, on the stack.
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        out[3..35].copy_from_slice(&self.trace_id_hex_bytes());
+        out[36..52].copy_from_slice(&hex_array::<8, 16>(&self.span_id));
+        out[53..].copy_from_slice(if self.sampled { b"01" } else { b"00" });
+        out
+    }
+
+    /// [`Self::traceparent_bytes`] as a string.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            u8::from(self.sampled)
-        )
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
     }
 }
 
@@ -68,6 +79,14 @@ pub fn current_trace_id() -> Option<String> {
 
 fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
+}
+
+/// `bytes` in lower-case hex into an array of twice their length (`M` = 2 `N` at every call,
+/// which is all `encode_to_slice` checks; the tests compare with [`hex`]).
+fn hex_array<const N: usize, const M: usize>(bytes: &[u8; N]) -> [u8; M] {
+    let mut out = [b'0'; M];
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    out
 }
 
 thread_local! {
@@ -208,6 +227,22 @@ mod tests {
         #[test]
         fn never_panics(s in "\\PC{0,80}") {
             let _ = parse_traceparent(&s);
+        }
+
+        /// The stack forms of the header values are the formatted ones, and parse back.
+        #[test]
+        fn header_bytes_match_the_formatted_values(
+            trace_id in any::<[u8; 16]>(), span_id in any::<[u8; 8]>(), sampled in any::<bool>(),
+        ) {
+            let ctx = TraceContext { trace_id, span_id, parent_span_id: None, sampled };
+            let trace_hex = hex(&trace_id);
+            prop_assert_eq!(&ctx.trace_id_hex_bytes()[..], trace_hex.as_bytes());
+            let formatted = format!("00-{}-{}-0{}", hex(&trace_id), hex(&span_id), u8::from(sampled));
+            prop_assert_eq!(&ctx.traceparent_bytes()[..], formatted.as_bytes());
+            if trace_id != [0; 16] && span_id != [0; 8] {
+                let back = parse_traceparent(&ctx.traceparent()).unwrap();
+                prop_assert_eq!((back.trace_id, back.parent_id, back.flags & 1 == 1), (trace_id, span_id, sampled));
+            }
         }
 
         #[test]
