@@ -136,7 +136,7 @@ pub async fn serve(
     }
     // From here on every connection serves at most one more request, then closes.
     conns.stopping.send_replace(true);
-    let backlog = drain_backlog(listener, &conns);
+    let backlog = drain_backlog(listener, &conns).await;
     if backlog > 0 {
         tracing::info!(
             connections = backlog,
@@ -154,7 +154,13 @@ pub async fn serve(
 /// Accepts what waits in the listen backlog (non-blocking `accept` until `WouldBlock`, so the
 /// kernel's queue is read directly, not tokio's readiness cache), then closes the listener.
 /// Returns how many connections were taken over.
-fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
+///
+/// First the listener stops taking new connections ([`refuse_new_handshakes`]); handshakes
+/// already under way still complete, so the backlog is read again until
+/// [`HANDSHAKE_SETTLE`] has passed. Otherwise a connection completed between the last
+/// `accept` and the close (a window a busy machine stretches by descheduling this thread)
+/// would be reset with its request unanswered.
+async fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
     let listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -162,10 +168,31 @@ fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
             return 0;
         }
     };
-    let mut taken = 0;
+    refuse_new_handshakes(&listener);
+    let settled = tokio::time::Instant::now() + HANDSHAKE_SETTLE;
     // Bounded: the backlog holds at most LISTEN_BACKLOG connections, and clients that keep
     // connecting must not hold shutdown up forever.
-    while taken < 2 * LISTEN_BACKLOG as usize {
+    let limit = 2 * LISTEN_BACKLOG as usize;
+    let mut taken = 0;
+    loop {
+        taken += accept_queued(&listener, conns, limit - taken);
+        if taken >= limit || tokio::time::Instant::now() >= settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(listener);
+    taken
+}
+
+/// How long the backlog is still read after new connections are refused: longer than a round
+/// trip inside a cluster, so a handshake under way when shutdown began completes and is served.
+const HANDSHAKE_SETTLE: Duration = Duration::from_millis(100);
+
+/// Accepts and serves up to `limit` connections waiting in the backlog, until it is empty.
+fn accept_queued(listener: &std::net::TcpListener, conns: &Connections, limit: usize) -> usize {
+    let mut taken = 0;
+    while taken < limit {
         match listener.accept() {
             Ok((stream, peer)) => match stream
                 .set_nonblocking(true)
@@ -185,8 +212,33 @@ fn drain_backlog(listener: TcpListener, conns: &Connections) -> usize {
             }
         }
     }
-    drop(listener);
     taken
+}
+
+/// Attaches a socket filter to the listening socket that drops every packet opening a
+/// connection (SYN without ACK), so the kernel starts no new handshake: the client's SYN goes
+/// unanswered and, retried after the close, is refused before the client sent anything.
+/// Handshakes under way and the connections already queued are untouched. Linux only;
+/// elsewhere new connections race with the close.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    #[cfg(target_os = "linux")]
+    {
+        use socket2::SockFilter;
+        // Classic BPF over the TCP header: load the flags byte, keep SYN and ACK, drop the
+        // packet (return 0) when only SYN is set, keep it whole otherwise.
+        const SYN_ONLY_DROPPED: [SockFilter; 5] = [
+            SockFilter::new(0x30, 0, 0, 13),       // ldb [13]
+            SockFilter::new(0x54, 0, 0, 0x12),     // and #(SYN | ACK)
+            SockFilter::new(0x15, 0, 1, 0x02),     // jeq #SYN, drop, keep
+            SockFilter::new(0x06, 0, 0, 0),        // drop: ret #0
+            SockFilter::new(0x06, 0, 0, u32::MAX), // keep: ret #-1
+        ];
+        if let Err(e) = socket2::SockRef::from(listener).attach_filter(&SYN_ONLY_DROPPED) {
+            tracing::warn!(error = %e, "shutdown: cannot stop new handshakes before the close");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
 }
 
 /// What every connection task shares.
