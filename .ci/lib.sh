@@ -129,11 +129,15 @@ _pip_install() { # _pip_install VENV CMD SPEC...
   "$venv/bin/pip" install -q --disable-pip-version-check "$@"
 }
 
-# ensure_cargo CMD CRATE [ARGS...]: cargo install --locked when CMD is missing.
+# ensure_cargo CMD CRATE [ARGS...]: cargo install --locked when CMD is missing. Without the
+# tools' own LTO and single codegen unit (cargo-deny: fat LTO, cargo-llvm-cov: LTO): on a
+# fresh 2-core machine the first installs are most of the CI's hour, and these tools do not
+# need the last percent of speed.
 ensure_cargo() {
   local cmd=$1 crate=$2; shift 2
   command -v "$cmd" >/dev/null 2>&1 && return 0
-  nice -n 10 cargo install --locked --quiet "$crate" "$@"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    nice -n 10 cargo install --locked --quiet "$crate" "$@"
 }
 
 # on_exit CMD: run CMD (a shell string) when the script exits, after every hook registered
