@@ -22,8 +22,12 @@ impl PgStore {
         Self { pool, acquire_wait }
     }
 
+    /// A pooled connection. sqlx's acquire future is ~4 KB (clippy's `large_futures`): boxed
+    /// here, every store future that awaits it stays small, where each move of those futures
+    /// (into async-trait's box, into the breaker's) copied it whole, ~30k instructions of
+    /// `memcpy` per GET (docs/performance.md#where-the-targets-are-missed-and-why).
     async fn conn(&self) -> Result<PoolConnection<Postgres>, StoreError> {
-        acquire(&self.pool, &self.acquire_wait).await
+        Box::pin(acquire(&self.pool, &self.acquire_wait)).await
     }
 }
 
