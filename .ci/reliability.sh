@@ -68,7 +68,7 @@ peers_smoke() {
 pg_round_trips() {
   log "PostgreSQL round trips per request (wire count, prepared statements)"
   if timeout --kill-after=10 180 python3 bench/pg_round_trips.py --bin "$SHIPSHAPE_BIN" --requests 50 --check; then
-    results+=("pg-round-trips: PASS (every request kind within its round-trip budget, no statement prepared in steady state)")
+    results+=("pg-round-trips: PASS (every request kind within its round-trip budget, no statement prepared twice on one connection)")
   else
     results+=("pg-round-trips: FAIL (see above)")
     failed=1
