@@ -22,7 +22,7 @@ use tracing::{
 use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::{fmt::MakeWriter, layer::Context};
 
-use super::context;
+use super::{context, trace::hex_array};
 
 /// Writes each event as one JSON line to `writer`.
 pub struct JsonLayer<W> {
@@ -77,9 +77,9 @@ fn format_event(event: &Event<'_>, now: SystemTime, out: &mut Vec<u8>) {
     string(meta.target(), out);
     context::with_current(|c| {
         out.extend_from_slice(b",\"span\":{\"name\":\"request\",\"trace_id\":\"");
-        hex(&c.trace_id, out);
+        out.extend_from_slice(&hex_array::<16, 32>(&c.trace_id));
         out.extend_from_slice(b"\",\"span_id\":\"");
-        hex(&c.span_id, out);
+        out.extend_from_slice(&hex_array::<8, 16>(&c.span_id));
         out.extend_from_slice(b"\",\"method\":");
         string(c.method, out);
         out.extend_from_slice(b",\"route\":");
@@ -241,16 +241,6 @@ fn escape_byte(b: u8) -> Option<([u8; 6], usize)> {
         _ => return None,
     };
     Some(([b'\\', short, 0, 0, 0, 0], 2))
-}
-
-/// `bytes` in lower-case hex (at most 16 bytes: the trace id).
-fn hex(bytes: &[u8], out: &mut Vec<u8>) {
-    let mut text = [0u8; 32];
-    if let Some(text) = text.get_mut(..bytes.len() * 2)
-        && hex::encode_to_slice(bytes, text).is_ok()
-    {
-        out.extend_from_slice(text);
-    }
 }
 
 /// `now` as `2026-11-28T13:56:28.147153Z`; the date and time of day are formatted once per

@@ -66,7 +66,8 @@ impl TraceContext {
         out
     }
 
-    /// [`Self::traceparent_bytes`] as a string.
+    /// [`Self::traceparent_bytes`] as a string (the tests' form; the service sends the bytes).
+    #[cfg(test)]
     pub fn traceparent(&self) -> String {
         String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
     }
@@ -83,7 +84,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `bytes` in lower-case hex into an array of twice their length (`M` = 2 `N` at every call,
 /// which is all `encode_to_slice` checks; the tests compare with [`hex`]).
-fn hex_array<const N: usize, const M: usize>(bytes: &[u8; N]) -> [u8; M] {
+pub(crate) fn hex_array<const N: usize, const M: usize>(bytes: &[u8; N]) -> [u8; M] {
     let mut out = [b'0'; M];
     let _ = hex::encode_to_slice(bytes, &mut out);
     out
